@@ -1,0 +1,8 @@
+"""``python -m crewai_rust status|bench``."""
+
+import sys
+
+from crewai_rust.cli import main
+
+
+sys.exit(main())

@@ -1,0 +1,224 @@
+"""Backend selection: which components run on Rust and why.
+
+Settings come from the environment (read at every resolution, so a test or a
+launcher may change them at any time) and from :func:`configure_rust_components`
+(runtime overrides, which win over the per-component variables). The master
+switch ``CREWAI_RUST`` wins over everything: ``0`` is upstream Python everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from types import ModuleType
+from typing import Literal
+
+
+logger = logging.getLogger("crewai_rust")
+
+COMPONENTS: tuple[str, ...] = ("memory", "tools", "tasks", "serialization", "database")
+MASTER_VARIABLE = "CREWAI_RUST"
+
+# Components whose Rust implementation has landed. A component is added here
+# by the issue that implements it, together with its hook patch and its bench
+# workload.
+IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset()
+
+Setting = Literal["auto", "on", "off"]
+Backend = Literal["rust", "python"]
+
+_ACCEPTED = {
+    "": "auto", "auto": "auto",
+    "1": "on", "true": "on", "on": "on", "yes": "on",
+    "0": "off", "false": "off", "off": "off", "no": "off",
+}
+ACCEPTED_VALUES = "auto, 1, 0 (also true/false, on/off, yes/no)"
+
+
+class ConfigurationError(ValueError):
+    """A backend switch has a value crewai_rust does not accept."""
+
+
+class NativeModuleMissingError(RuntimeError):
+    """Rust was required (``=1``) but the native module could not be imported."""
+
+
+class ComponentNotImplementedError(RuntimeError):
+    """A component was required on Rust (``CREWAI_RUST_<NAME>=1``) but has no Rust implementation yet."""
+
+
+def component_variable(component: str) -> str:
+    return f"{MASTER_VARIABLE}_{component.upper()}"
+
+
+def parse_setting(variable: str, raw: object) -> Setting:
+    """Normalise a switch value; ``variable`` names the switch in the error."""
+    if isinstance(raw, bool):
+        return "on" if raw else "off"
+    value = _ACCEPTED.get(str(raw).strip().lower()) if isinstance(raw, (str, int)) else None
+    if value is None:
+        raise ConfigurationError(f"{variable}={raw!r} is not valid; accepted values: {ACCEPTED_VALUES}")
+    return value  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- native module
+
+_native_module: ModuleType | None = None
+_native_error: str | None = None
+_native_loaded = False
+_native_lock = threading.Lock()
+
+
+def load_native() -> ModuleType | None:
+    """Import ``crewai_rust._native`` once; on failure log one line and return None."""
+    global _native_module, _native_error, _native_loaded
+    with _native_lock:
+        if not _native_loaded:
+            try:
+                from crewai_rust import _native
+
+                _native_module = _native
+            except ImportError as exc:
+                _native_error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "crewai_rust: native module unavailable (%s); every component uses upstream "
+                    "crewai's Python code", _native_error,
+                )
+            _native_loaded = True
+    return _native_module
+
+
+def native_import_error() -> str | None:
+    load_native()
+    return _native_error
+
+
+# --------------------------------------------------------------------------- resolution
+
+_overrides: dict[str, Setting] = {}
+_overrides_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentStatus:
+    """How one component is resolved right now."""
+
+    component: str
+    requested: Setting
+    source: str
+    backend: Backend
+    reason: str
+
+
+def master_setting() -> Setting:
+    return parse_setting(MASTER_VARIABLE, os.environ.get(MASTER_VARIABLE, "auto"))
+
+
+def _component_setting(component: str) -> tuple[Setting, str]:
+    with _overrides_lock:
+        override = _overrides.get(component)
+    if override is not None:
+        return override, "configure_rust_components()"
+    variable = component_variable(component)
+    raw = os.environ.get(variable)
+    if raw is None:
+        return "auto", "default"
+    return parse_setting(variable, raw), f"{variable}={raw}"
+
+
+def resolve(component: str) -> ComponentStatus:
+    """Decide the backend of ``component``; raise where a required Rust part is missing."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}; components: {', '.join(COMPONENTS)}")
+    master = master_setting()
+    setting, source = _component_setting(component)
+    if master == "off":
+        return ComponentStatus(component, setting, source, "python", f"disabled by {MASTER_VARIABLE}=0")
+    if setting == "off":
+        return ComponentStatus(component, setting, source, "python", f"disabled by {source}")
+    native = load_native()
+    if native is None:
+        if master == "on" or setting == "on":
+            who = f"{MASTER_VARIABLE}=1" if master == "on" else source
+            raise NativeModuleMissingError(
+                f"{who} requires the native module crewai_rust._native, which failed to import: "
+                f"{_native_error}"
+            )
+        return ComponentStatus(component, setting, source, "python", f"native module missing ({_native_error})")
+    if component not in IMPLEMENTED_COMPONENTS:
+        if setting == "on":
+            raise ComponentNotImplementedError(
+                f"{source} requires the Rust {component} component, which this build does not "
+                "implement yet; use auto or 0"
+            )
+        return ComponentStatus(component, setting, source, "python", "no Rust implementation yet")
+    why = "enabled by default" if setting == "auto" else f"enabled by {source}"
+    return ComponentStatus(component, setting, source, "rust", why)
+
+
+def use_rust(component: str) -> bool:
+    """The question every hook asks: run this component on Rust now?"""
+    return resolve(component).backend == "rust"
+
+
+def validate_environment() -> None:
+    """Raise ConfigurationError for any switch with an invalid value."""
+    master_setting()
+    for component in COMPONENTS:
+        _component_setting(component)
+
+
+def configure_rust_components(
+    *,
+    memory: bool | str | None = None,
+    tools: bool | str | None = None,
+    tasks: bool | str | None = None,
+    serialization: bool | str | None = None,
+    database: bool | str | None = None,
+) -> dict[str, ComponentStatus]:
+    """Switch components between Rust and upstream Python at runtime.
+
+    Each argument is ``True``/``"1"`` (require Rust), ``False``/``"0"`` (upstream
+    Python), ``"auto"`` (Rust where available), or ``None`` to leave that
+    component as it is. A runtime setting wins over its ``CREWAI_RUST_<NAME>``
+    variable; ``CREWAI_RUST=0`` still wins over both.
+
+    The choice takes effect for objects created afterwards: a ``Memory`` built
+    before the call keeps the storage it chose at construction, and anything
+    already running finishes on the backend it started with. Use
+    :func:`clear_rust_component_overrides` to go back to the environment.
+
+    Returns the resulting status of every component.
+    """
+    requested = {
+        "memory": memory, "tools": tools, "tasks": tasks,
+        "serialization": serialization, "database": database,
+    }
+    parsed = {
+        name: parse_setting(f"configure_rust_components({name}=...)", value)
+        for name, value in requested.items()
+        if value is not None
+    }
+    with _overrides_lock:
+        previous = dict(_overrides)
+        _overrides.update(parsed)
+    try:
+        return {name: resolve(name) for name in COMPONENTS}
+    except Exception:
+        with _overrides_lock:
+            _overrides.clear()
+            _overrides.update(previous)
+        raise
+
+
+def clear_rust_component_overrides() -> None:
+    """Forget every :func:`configure_rust_components` setting; the environment decides again."""
+    with _overrides_lock:
+        _overrides.clear()
+
+
+def component_status() -> dict[str, ComponentStatus]:
+    """The status of every component (raises like :func:`resolve` where Rust is required but missing)."""
+    return {name: resolve(name) for name in COMPONENTS}

@@ -1,0 +1,135 @@
+"""``python -m crewai_rust bench``: upstream's Python path against the Rust path.
+
+Each workload builds its data once and hands the same data to both sides in
+the same process: the *upstream* side runs crewai's own code (not a fallback
+of ours), the *rust* side runs exactly what the fork's hook runs. Both results
+are compared before anything is timed, so a fast wrong answer fails the bench.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@dataclasses.dataclass
+class Case:
+    """One size of a workload: two callables over the same prepared data."""
+
+    label: str
+    upstream: Callable[[], Any]
+    rust: Callable[[], Any]
+    # Raises AssertionError when the two results differ.
+    check: Callable[[Any, Any], None]
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    component: str
+    description: str
+    cases: Callable[[bool], Iterator[Case]]
+
+
+REGISTRY: dict[str, Workload] = {}
+
+
+def workload(name: str, component: str, description: str) -> Callable[[Callable[[bool], Iterator[Case]]], Callable[[bool], Iterator[Case]]]:
+    """Register a generator of cases (it receives ``quick``) under ``name``."""
+
+    def register(cases: Callable[[bool], Iterator[Case]]) -> Callable[[bool], Iterator[Case]]:
+        if name in REGISTRY:
+            raise ValueError(f"bench workload {name!r} registered twice")
+        REGISTRY[name] = Workload(name, component, description, cases)
+        return cases
+
+    return register
+
+
+@dataclasses.dataclass
+class Timing:
+    median: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Timing:
+        return cls(statistics.median(samples), min(samples), max(samples))
+
+
+def _calls_per_round(fn: Callable[[], Any], target_seconds: float) -> int:
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, min(10_000, int(target_seconds / once)))
+
+
+def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timing, Timing]:
+    """Per-call seconds of each side; rounds alternate sides so drift hits both alike."""
+    case.check(case.upstream(), case.rust())
+    sides = (case.upstream, case.rust)
+    numbers = [_calls_per_round(fn, target_seconds) for fn in sides]
+    samples: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for index, fn in enumerate(sides):
+            number = numbers[index]
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[index].append((time.perf_counter() - start) / number)
+    return Timing.of(samples[0]), Timing.of(samples[1])
+
+
+def _format_seconds(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _load_workloads() -> None:
+    # Imported for their registrations; each component issue adds its module here.
+    from crewai_rust.bench import memory  # noqa: F401
+
+
+def run(quick: bool = False, json_path: str | None = None, only: list[str] | None = None,
+        rounds: int | None = None) -> int:
+    from crewai_rust import _backend
+
+    _load_workloads()
+    if _backend.load_native() is None:
+        print(f"bench: the native module is missing ({_backend.native_import_error()}); "
+              "build it first (see README)", file=sys.stderr)
+        return 2
+    selected = [w for w in REGISTRY.values() if not only or any(o in w.name for o in only)]
+    if not selected:
+        print(f"bench: no workload matches {only}; workloads: {', '.join(REGISTRY)}", file=sys.stderr)
+        return 2
+    rounds = rounds or (5 if quick else 15)
+    results: list[dict[str, Any]] = []
+    header = f"{'workload':<28} {'case':<14} {'upstream median (min-max)':<30} {'rust median (min-max)':<30} {'speedup':>8}"
+    lines = [header, "-" * len(header)]
+    for index, wl in enumerate(selected, 1):
+        for case in wl.cases(quick):
+            print(f"bench: [{index}/{len(selected)}] {wl.name} {case.label} ...", file=sys.stderr, flush=True)
+            up, rs = measure(case, rounds)
+            ratio = up.median / rs.median if rs.median > 0 else float("inf")
+            results.append({
+                "workload": wl.name, "component": wl.component, "case": case.label,
+                "rounds": rounds,
+                "upstream": dataclasses.asdict(up), "rust": dataclasses.asdict(rs),
+                "speedup": ratio,
+            })
+            cell = lambda t: f"{_format_seconds(t.median)} ({_format_seconds(t.minimum)}-{_format_seconds(t.maximum)})"  # noqa: E731
+            lines.append(f"{wl.name:<28} {case.label:<14} {cell(up):<30} {cell(rs):<30} {ratio:>7.1f}x")
+    print("\n".join(lines))
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"quick": quick, "results": results}, fh, indent=2)
+        print(f"bench: results written to {json_path}", file=sys.stderr)
+    return 0

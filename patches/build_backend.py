@@ -1,0 +1,34 @@
+"""PEP 517 backend: maturin, after making sure the patched ``crewai/`` exists.
+
+A fresh clone has no ``crewai/`` (it is generated, never committed), so the
+first build materializes it from the pinned sdist with the patch series. An
+sdist of the fork already carries the patched tree and builds offline.
+"""
+
+from __future__ import annotations
+
+import maturin
+from maturin import *  # noqa: F403  (the hooks this backend does not wrap)
+
+from patches import tool
+
+
+def _ensure_patched_tree() -> None:
+    layout = tool.Layout.for_root(tool.PROJECT_ROOT)
+    if not (layout.root / "crewai" / "__init__.py").is_file():
+        tool.apply(layout)
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):  # type: ignore[no-untyped-def]
+    _ensure_patched_tree()
+    return maturin.build_wheel(wheel_directory, config_settings, metadata_directory)
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):  # type: ignore[no-untyped-def]
+    _ensure_patched_tree()
+    return maturin.build_editable(wheel_directory, config_settings, metadata_directory)
+
+
+def build_sdist(sdist_directory, config_settings=None):  # type: ignore[no-untyped-def]
+    _ensure_patched_tree()
+    return maturin.build_sdist(sdist_directory, config_settings)

@@ -1,0 +1,11 @@
+//! Rust core of the crewai fork.
+//!
+//! The plain modules here know nothing of Python and are tested with
+//! `cargo test`; `python` (behind the `python` feature) is the thin PyO3
+//! layer that maturin builds into `crewai_rust._native`.
+
+pub mod build_info;
+pub mod vector;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,624 @@
+"""Root conftest for running upstream crewai's sdist test suite offline.
+
+The crewai sdist ships ``tests/`` (with VCR cassettes under ``tests/cassettes``)
+but not the monorepo-root ``conftest.py`` / pytest settings that suite relies
+on.  This file plays that role.  ``run_upstream.py`` copies it (and
+``pytest.ini``) next to the materialized ``tests/`` directory, so pytest loads it
+as the root conftest of that tree.
+
+What it provides:
+
+* a test environment: fake provider credentials, telemetry/tracing off,
+  ``CREWAI_TESTING=true``, ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (litellm would
+  otherwise fetch its price table over the network on first import);
+* HOME / XDG base dirs / ``CREWAI_STORAGE_DIR`` pointing at a fresh temporary
+  directory for every test (and at a per-process one during collection, so
+  paths computed at import time never land in the real home directory);
+  the process environment is restored after every test;
+* VCR playback from ``tests/cassettes/<test module's dir relative to tests/>``,
+  record mode forced to ``none``, request/response header filtering the way
+  the cassettes were recorded, and host normalisation for Azure OpenAI and
+  regional Bedrock endpoints;
+* small compatibility shims for vcrpy's httpx / aiohttp stubs;
+* ``--upstream-deselect-file``: deselects the node ids listed in a file and
+  fails the run when one of them no longer exists;
+* autouse fixtures resetting crewai's process-global event state between tests.
+
+The file is inert unless it sits next to a ``tests/cassettes`` directory, so a
+pytest run over our own repository does not pick up any of this.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+from collections.abc import Iterator
+import gzip
+import os
+from pathlib import Path
+import re
+import shutil
+import tempfile
+from typing import Any
+
+import pytest
+
+
+_HERE = Path(__file__).resolve().parent
+_ACTIVE = (_HERE / "tests" / "cassettes").is_dir()
+
+
+# --------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------
+
+FAKE_ENV: dict[str, str] = {
+    # LLM providers
+    "OPENAI_API_KEY": "fake-api-key",
+    "ANTHROPIC_API_KEY": "fake-anthropic-key",
+    "GEMINI_API_KEY": "fake-gemini-key",
+    "AZURE_API_KEY": "fake-azure-key",
+    "OPENROUTER_API_KEY": "fake-openrouter-key",
+    # AWS
+    "AWS_ACCESS_KEY_ID": "fake-aws-access-key",
+    "AWS_SECRET_ACCESS_KEY": "fake-aws-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # Azure OpenAI
+    "AZURE_ENDPOINT": "https://fake-azure-endpoint.openai.azure.com",
+    "AZURE_OPENAI_ENDPOINT": "https://fake-azure-endpoint.openai.azure.com",
+    "AZURE_OPENAI_API_KEY": "fake-azure-openai-key",
+    "AZURE_API_VERSION": "2024-02-15-preview",
+    "OPENAI_API_VERSION": "2024-02-15-preview",
+    # Search / scraping tools
+    "SERPER_API_KEY": "fake-serper-key",
+    "EXA_API_KEY": "fake-exa-key",
+    "EXA_BASE_URL": "https://api.exa.ai",
+    "BRAVE_API_KEY": "fake-brave-key",
+    "FIRECRAWL_API_KEY": "fake-firecrawl-key",
+    "TAVILY_API_KEY": "fake-tavily-key",
+    "SERPAPI_API_KEY": "fake-serpapi-key",
+    "SERPLY_API_KEY": "fake-serply-key",
+    "LINKUP_API_KEY": "fake-linkup-key",
+    "PARALLEL_API_KEY": "fake-parallel-key",
+    "BRIGHT_DATA_API_KEY": "fake-brightdata-key",
+    "BRIGHT_DATA_ZONE": "fake-zone",
+    "BRIGHTDATA_API_URL": "https://api.brightdata.com",
+    "BRIGHTDATA_DEFAULT_TIMEOUT": "600",
+    "BRIGHTDATA_DEFAULT_POLLING_INTERVAL": "1",
+    "OXYLABS_USERNAME": "fake-oxylabs-user",
+    "OXYLABS_PASSWORD": "fake-oxylabs-pass",
+    "SCRAPFLY_API_KEY": "fake-scrapfly-key",
+    "SCRAPEGRAPH_API_KEY": "fake-scrapegraph-key",
+    "BROWSERBASE_API_KEY": "fake-browserbase-key",
+    "BROWSERBASE_PROJECT_ID": "fake-browserbase-project",
+    "HYPERBROWSER_API_KEY": "fake-hyperbrowser-key",
+    "MULTION_API_KEY": "fake-multion-key",
+    "APIFY_API_TOKEN": "fake-apify-token",
+    "TZAFON_API_KEY": "fake-tzafon-key",
+    # Databases / vector stores
+    "SINGLESTOREDB_URL": "mysql://fake:fake@localhost:3306/fake",
+    "SINGLESTOREDB_HOST": "localhost",
+    "SINGLESTOREDB_PORT": "3306",
+    "SINGLESTOREDB_USER": "fake-user",
+    "SINGLESTOREDB_PASSWORD": "fake-password",
+    "SINGLESTOREDB_DATABASE": "fake-database",
+    "SINGLESTOREDB_CONNECT_TIMEOUT": "30",
+    "SNOWFLAKE_USER": "fake-snowflake-user",
+    "SNOWFLAKE_PASSWORD": "fake-snowflake-password",
+    "SNOWFLAKE_ACCOUNT": "fake-snowflake-account",
+    "SNOWFLAKE_WAREHOUSE": "fake-snowflake-warehouse",
+    "SNOWFLAKE_DATABASE": "fake-snowflake-database",
+    "SNOWFLAKE_SCHEMA": "fake-snowflake-schema",
+    "WEAVIATE_URL": "http://localhost:8080",
+    "WEAVIATE_API_KEY": "fake-weaviate-key",
+    "DATABRICKS_HOST": "https://fake-databricks.cloud.databricks.com",
+    "DATABRICKS_TOKEN": "fake-databricks-token",
+    "DATABRICKS_CONFIG_PROFILE": "fake-profile",
+    "MONGODB_URI": "mongodb://fake:fake@localhost:27017/fake",
+    # CrewAI platform (CREWAI_PLATFORM_INTEGRATION_TOKEN deliberately unset:
+    # tests/test_context.py asserts it is absent by default)
+    "CREWAI_PERSONAL_ACCESS_TOKEN": "fake-personal-token",
+    "CREWAI_PLUS_URL": "https://fake.crewai.com",
+    # Other services
+    "ZAPIER_API_KEY": "fake-zapier-key",
+    "PATRONUS_API_KEY": "fake-patronus-key",
+    "MINDS_API_KEY": "fake-minds-key",
+    "HF_TOKEN": "fake-hf-token",
+    # Behaviour switches
+    "CREWAI_TESTING": "true",
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "OTEL_SDK_DISABLED": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "HF_HUB_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+# Variables from the caller's shell that would change what the suite sees
+# (real endpoints, recording, CI detection, platform tokens).
+SCRUBBED_ENV: tuple[str, ...] = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_BASE_URL",
+    "CREWAI_PLATFORM_INTEGRATION_TOKEN",
+    "CREWAI_BASE_URL",
+    "PYTEST_VCR_RECORD_MODE",
+    "GITHUB_ACTIONS",
+    "GOOGLE_API_KEY",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+)
+
+_XDG_DIRS = {
+    "XDG_CONFIG_HOME": ".config",
+    "XDG_DATA_HOME": ".local/share",
+    "XDG_CACHE_HOME": ".cache",
+    "XDG_STATE_HOME": ".local/state",
+}
+
+
+def _point_home_at(root: Path) -> None:
+    """Make ``root`` the home directory and XDG base for this process."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(root)
+    for var, rel in _XDG_DIRS.items():
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+
+
+def _apply_base_environment() -> None:
+    for name in SCRUBBED_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(FAKE_ENV)
+    # One home per process for anything computed at import/collection time
+    # (e.g. crewai_core.settings.DEFAULT_CONFIG_PATH = Path.home() / ...).
+    process_home = Path(tempfile.mkdtemp(prefix="crewai-upstream-home-"))
+    atexit.register(shutil.rmtree, process_home, ignore_errors=True)
+    _point_home_at(process_home)
+    storage = process_home / "crewai_storage"
+    storage.mkdir(exist_ok=True)
+    os.environ["CREWAI_STORAGE_DIR"] = str(storage)
+
+
+if _ACTIVE:
+    # Must happen before anything imports crewai / litellm.
+    _apply_base_environment()
+
+
+# --------------------------------------------------------------------------
+# vcrpy shims
+# --------------------------------------------------------------------------
+
+
+def _shim_vcr_aiohttp() -> None:
+    """Keep vcrpy's aiohttp stub constructible with the installed aiohttp.
+
+    vcrpy <= 8.1 subclasses ``aiohttp.streams.AsyncStreamReaderMixin`` (gone in
+    aiohttp 3.14) and does not pass ``stream_writer`` (required since 3.14).
+    vcrpy 8.2 handles both; the shim only acts when the stub cannot be built.
+    """
+    import asyncio
+    import inspect
+
+    try:
+        from aiohttp import streams
+        from aiohttp.client_reqrep import ClientResponse
+    except ImportError:
+        return
+
+    if not hasattr(streams, "AsyncStreamReaderMixin"):
+
+        class _IterHelpers:
+            __slots__ = ()
+
+            def __aiter__(self) -> Any:
+                return streams.AsyncStreamIterator(self.readline)  # type: ignore[attr-defined]
+
+            def iter_chunked(self, n: int) -> Any:
+                return streams.AsyncStreamIterator(lambda: self.read(n))  # type: ignore[attr-defined]
+
+            def iter_any(self) -> Any:
+                return streams.AsyncStreamIterator(self.readany)  # type: ignore[attr-defined]
+
+            def iter_chunks(self) -> Any:
+                return streams.ChunkTupleAsyncStreamIterator(self)  # type: ignore[arg-type]
+
+        streams.AsyncStreamReaderMixin = _IterHelpers  # type: ignore[attr-defined]
+
+    from vcr.stubs import aiohttp_stubs
+
+    mock_cls = aiohttp_stubs.MockClientResponse
+    if getattr(mock_cls, "_upstream_harness_shim", False):
+        return
+    if "stream_writer" not in inspect.signature(ClientResponse.__init__).parameters:
+        return
+    init_src = inspect.getsource(mock_cls.__init__)
+    if "stream_writer" in init_src:
+        return  # this vcrpy already passes it
+
+    kw_only = [
+        name
+        for name, p in inspect.signature(ClientResponse.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+
+    class _SentWriter:
+        output_size = 0
+
+    def __init__(self: Any, method: str, url: Any, request_info: Any = None) -> None:
+        kwargs: dict[str, Any] = dict.fromkeys(kw_only)
+        kwargs["request_info"] = request_info
+        if "loop" in kwargs:
+            try:
+                kwargs["loop"] = asyncio.get_running_loop()
+            except RuntimeError:
+                kwargs["loop"] = asyncio.new_event_loop()
+        kwargs["stream_writer"] = _SentWriter()
+        ClientResponse.__init__(self, method, url, **kwargs)
+
+    mock_cls.__init__ = __init__
+    mock_cls._upstream_harness_shim = True
+
+
+def _shim_vcr_httpx() -> None:
+    """Record/match binary httpx request bodies the way the cassettes store them.
+
+    Bodies that are not valid UTF-8 (file uploads, multipart with binary parts)
+    are kept as base64 text, as upstream's recording harness did, so a ``body``
+    matcher and the YAML serializer both see text.  Also make sure a replayed
+    ``httpx.Response`` has its content loaded (older vcrpy mocked ``read()``
+    and left ``_content`` unset -> ``httpx.ResponseNotRead``).
+    """
+    try:
+        from vcr.stubs import httpx_stubs
+    except ImportError:
+        return
+    if getattr(httpx_stubs, "_upstream_harness_shim", False):
+        return
+    from vcr.request import Request as VcrRequest
+
+    def _body_as_text(raw: Any) -> Any:
+        if isinstance(raw, (bytes, bytearray)):
+            try:
+                return bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                return base64.b64encode(bytes(raw)).decode("ascii")
+        return raw
+
+    def _make_vcr_request(real_request: Any, real_request_body: Any = None, **_: Any) -> Any:
+        raw = real_request_body if real_request_body is not None else real_request.read()
+        return VcrRequest(
+            real_request.method,
+            str(real_request.url),
+            _body_as_text(raw),
+            dict(real_request.headers),
+        )
+
+    httpx_stubs._make_vcr_request = _make_vcr_request
+
+    legacy = getattr(httpx_stubs, "_from_serialized_response", None)
+    if legacy is not None:
+
+        def _from_serialized_response(request: Any, serialized: Any, history: Any = None) -> Any:
+            response = legacy(request, serialized, history)
+            content = serialized.get("body", {}).get("string", b"")
+            if isinstance(content, str):
+                content = content.encode("utf-8")
+            response._content = content
+            return response
+
+        httpx_stubs._from_serialized_response = _from_serialized_response
+
+    httpx_stubs._upstream_harness_shim = True
+
+
+if _ACTIVE:
+    _shim_vcr_aiohttp()
+    _shim_vcr_httpx()
+
+
+# --------------------------------------------------------------------------
+# VCR configuration
+# --------------------------------------------------------------------------
+
+# Header -> placeholder, as written into the cassettes when they were recorded.
+FILTERED_HEADERS: dict[str, str] = {
+    "authorization": "AUTHORIZATION-XXX",
+    "cookie": "COOKIE-XXX",
+    "set-cookie": "SET-COOKIE-XXX",
+    "content-security-policy": "CSP-FILTERED",
+    "permissions-policy": "PERMISSIONS-POLICY-XXX",
+    "referrer-policy": "REFERRER-POLICY-XXX",
+    "strict-transport-security": "STS-XXX",
+    "x-content-type-options": "X-CONTENT-TYPE-XXX",
+    "x-frame-options": "X-FRAME-OPTIONS-XXX",
+    "x-permitted-cross-domain-policies": "X-PERMITTED-XXX",
+    "x-xss-protection": "X-XSS-PROTECTION-XXX",
+    "x-request-id": "X-REQUEST-ID-XXX",
+    "x-runtime": "X-RUNTIME-XXX",
+    "x-stainless-arch": "X-STAINLESS-ARCH-XXX",
+    "x-stainless-os": "X-STAINLESS-OS-XXX",
+    "x-stainless-read-timeout": "X-STAINLESS-READ-TIMEOUT-XXX",
+    "cf-ray": "CF-RAY-XXX",
+    "etag": "ETAG-XXX",
+    "access-control-expose-headers": "ACCESS-CONTROL-XXX",
+    "openai-organization": "OPENAI-ORG-XXX",
+    "openai-project": "OPENAI-PROJECT-XXX",
+    "x-ratelimit-limit-requests": "X-RATELIMIT-LIMIT-REQUESTS-XXX",
+    "x-ratelimit-limit-tokens": "X-RATELIMIT-LIMIT-TOKENS-XXX",
+    "x-ratelimit-remaining-requests": "X-RATELIMIT-REMAINING-REQUESTS-XXX",
+    "x-ratelimit-remaining-tokens": "X-RATELIMIT-REMAINING-TOKENS-XXX",
+    "x-ratelimit-reset-requests": "X-RATELIMIT-RESET-REQUESTS-XXX",
+    "x-ratelimit-reset-tokens": "X-RATELIMIT-RESET-TOKENS-XXX",
+    "x-goog-api-key": "X-GOOG-API-KEY-XXX",
+    "api-key": "X-API-KEY-XXX",
+    "x-api-key": "X-API-KEY-XXX",
+    "user-agent": "X-USER-AGENT-XXX",
+    "apim-request-id": "APIM-REQUEST-ID-XXX",
+    "azureml-model-session": "AZUREML-MODEL-SESSION-XXX",
+    "x-ms-client-request-id": "X-MS-CLIENT-REQUEST-ID-XXX",
+    "x-ms-region": "X-MS-REGION-XXX",
+    "anthropic-organization-id": "ANTHROPIC-ORGANIZATION-ID-XXX",
+    "request-id": "REQUEST-ID-XXX",
+    "anthropic-ratelimit-input-tokens-limit": "ANTHROPIC-RATELIMIT-INPUT-TOKENS-LIMIT-XXX",
+    "anthropic-ratelimit-input-tokens-remaining": "ANTHROPIC-RATELIMIT-INPUT-TOKENS-REMAINING-XXX",
+    "anthropic-ratelimit-input-tokens-reset": "ANTHROPIC-RATELIMIT-INPUT-TOKENS-RESET-XXX",
+    "anthropic-ratelimit-output-tokens-limit": "ANTHROPIC-RATELIMIT-OUTPUT-TOKENS-LIMIT-XXX",
+    "anthropic-ratelimit-output-tokens-remaining": "ANTHROPIC-RATELIMIT-OUTPUT-TOKENS-REMAINING-XXX",
+    "anthropic-ratelimit-output-tokens-reset": "ANTHROPIC-RATELIMIT-OUTPUT-TOKENS-RESET-XXX",
+    "anthropic-ratelimit-tokens-limit": "ANTHROPIC-RATELIMIT-TOKENS-LIMIT-XXX",
+    "anthropic-ratelimit-tokens-remaining": "ANTHROPIC-RATELIMIT-TOKENS-REMAINING-XXX",
+    "anthropic-ratelimit-tokens-reset": "ANTHROPIC-RATELIMIT-TOKENS-RESET-XXX",
+    "x-amz-date": "X-AMZ-DATE-XXX",
+    "x-amz-security-token": "X-AMZ-SECURITY-TOKEN-XXX",
+    "amz-sdk-invocation-id": "AMZ-SDK-INVOCATION-ID-XXX",
+    "accept-encoding": "ACCEPT-ENCODING-XXX",
+    "x-amzn-requestid": "X-AMZN-REQUESTID-XXX",
+    "x-a2a-notification-token": "X-A2A-NOTIFICATION-TOKEN-XXX",
+    "x-a2a-version": "X-A2A-VERSION-XXX",
+}
+
+AZURE_PLACEHOLDER_HOST = "fake-azure-endpoint.openai.azure.com"
+BEDROCK_PLACEHOLDER_HOST = "bedrock-runtime.vcr.amazonaws.com"
+_BEDROCK_REGIONAL = re.compile(r"^bedrock-runtime\.[a-z0-9-]+\.amazonaws\.com$")
+
+
+def normalise_host(host: str) -> str:
+    """Collapse per-deployment hosts onto the placeholders used in cassettes."""
+    if _BEDROCK_REGIONAL.match(host):
+        return BEDROCK_PLACEHOLDER_HOST
+    if host.endswith(".openai.azure.com"):
+        return AZURE_PLACEHOLDER_HOST
+    return host
+
+
+def host_matcher(r1: Any, r2: Any) -> None:
+    """vcrpy matcher: hosts equal after normalisation (Bedrock region, Azure resource)."""
+    h1, h2 = normalise_host(r1.host or ""), normalise_host(r2.host or "")
+    if h1 != h2:
+        raise AssertionError(f"{h1} != {h2}")
+
+
+def _mask_headers(headers: Any) -> None:
+    present = {name.lower(): name for name in list(headers.keys())}
+    for lowered, placeholder in FILTERED_HEADERS.items():
+        original = present.get(lowered)
+        if original is not None:
+            headers[original] = [placeholder] if isinstance(headers[original], list) else placeholder
+
+
+def filter_request(request: Any) -> Any:
+    """``before_record_request``: applied to live requests before matching too."""
+    request.method = request.method.upper()
+    host = request.host or ""
+    canonical = normalise_host(host)
+    if canonical != host:
+        request.uri = request.uri.replace(host, canonical, 1)
+    return request
+
+
+def filter_response(response: dict[str, Any]) -> dict[str, Any] | None:
+    """``before_record_response``; only relevant when recording, kept for parity."""
+    headers = response.get("headers", {})
+    body = response.get("body", {}).get("string", b"")
+    if body in ("", b"") or headers.get("content-length", headers.get("Content-Length")) == ["0"]:
+        return None
+    status = response.get("status", {}).get("code")
+    if isinstance(status, int) and status >= 400:
+        return None
+    for name in ("Content-Encoding", "content-encoding"):
+        if name in headers:
+            encoding = headers.pop(name)
+            if encoding and encoding[0] == "gzip" and isinstance(body, bytes) and body[:2] == b"\x1f\x8b":
+                response["body"]["string"] = gzip.decompress(body).decode("utf-8")
+    _mask_headers(headers)
+    return response
+
+
+@pytest.fixture(scope="module")
+def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
+    """``tests/a/b/test_x.py`` -> ``tests/cassettes/a/b`` (``tests/test_x.py`` -> ``tests/cassettes``)."""
+    module_path = Path(str(request.node.fspath)).resolve()
+    tests_root = _HERE / "tests"
+    try:
+        rel = module_path.parent.relative_to(tests_root)
+    except ValueError:
+        rel = Path()
+    return str(tests_root / "cassettes" / rel)
+
+
+@pytest.fixture(scope="module")
+def vcr_config(vcr_cassette_dir: str) -> dict[str, Any]:
+    return {
+        "cassette_library_dir": vcr_cassette_dir,
+        "record_mode": "none",
+        "filter_headers": list(FILTERED_HEADERS.items()),
+        "filter_query_parameters": ["key"],
+        "before_record_request": filter_request,
+        "before_record_response": filter_response,
+        "match_on": ["method", "scheme", "host", "port", "path"],
+    }
+
+
+def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
+    """Per-cassette VCR hook: normalising host matcher + playback only."""
+    vcr.register_matcher("host", host_matcher)
+    vcr.register_matcher("bedrock_host", host_matcher)
+    playback = vcr.use_cassette
+
+    def use_cassette(path: Any = None, **kwargs: Any) -> Any:
+        # A ``@pytest.mark.vcr(record_mode="once")`` would otherwise allow
+        # recording when a cassette is missing.
+        kwargs["record_mode"] = "none"
+        return playback(path, **kwargs)
+
+    vcr.use_cassette = use_cassette
+
+
+# --------------------------------------------------------------------------
+# Deselection list
+# --------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--upstream-deselect-file",
+        action="store",
+        default=None,
+        help="File of node ids ('id  # reason' per line) to deselect; every id "
+        "whose module is collected must exist.",
+    )
+
+
+def read_deselect_file(path: str | os.PathLike[str]) -> list[str]:
+    """Node ids from ``path``: one per line, ``  # reason`` comments, ``#`` headers."""
+    ids: list[str] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        entry = re.split(r"\s+#", line.strip(), maxsplit=1)[0].strip()
+        if entry and not entry.startswith("#"):
+            ids.append(entry)
+    return ids
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = config.getoption("--upstream-deselect-file")
+    if not path:
+        return
+    wanted = read_deselect_file(path)
+    dupes = sorted({i for i in wanted if wanted.count(i) > 1})
+    if dupes:
+        raise pytest.UsageError(f"duplicate entries in {path}: {dupes}")
+    wanted_set = set(wanted)
+    collected_files = {item.nodeid.split("::", 1)[0] for item in items}
+    present = {item.nodeid for item in items}
+    root = Path(str(config.rootpath))
+    stale = [
+        nodeid
+        for nodeid in wanted
+        if nodeid not in present
+        and (
+            nodeid.split("::", 1)[0] in collected_files
+            or not (root / nodeid.split("::", 1)[0]).exists()
+        )
+    ]
+    if stale:
+        raise pytest.UsageError(
+            f"{len(stale)} node id(s) in {path} do not exist any more:\n  "
+            + "\n  ".join(stale)
+        )
+    keep, drop = [], []
+    for item in items:
+        (drop if item.nodeid in wanted_set else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# --------------------------------------------------------------------------
+# Per-test isolation
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment() -> Iterator[None]:
+    """Fresh HOME / XDG dirs / CREWAI_STORAGE_DIR per test; env restored afterwards."""
+    saved = dict(os.environ)
+    root = Path(tempfile.mkdtemp(prefix="crewai-upstream-test-"))
+    try:
+        _point_home_at(root / "home")
+        storage = root / "crewai_test_storage"
+        storage.mkdir()
+        os.environ["CREWAI_STORAGE_DIR"] = str(storage)
+        os.environ["CREWAI_TESTING"] = "true"
+        os.environ["CREWAI_DISABLE_TELEMETRY"] = "true"
+        os.environ["OTEL_SDK_DISABLED"] = "true"
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _reset_event_bus_handlers() -> Iterator[None]:
+    """Drop handlers registered on the global event bus during the test."""
+    yield
+    try:
+        from crewai.events.event_bus import crewai_event_bus
+    except ImportError:
+        return
+    with crewai_event_bus._rwlock.w_locked():
+        crewai_event_bus._sync_handlers.clear()
+        crewai_event_bus._async_handlers.clear()
+
+
+@pytest.fixture(autouse=True)
+def _reset_trace_listener() -> Iterator[None]:
+    """Forget the TraceCollectionListener singleton (it caches a batch manager)."""
+    yield
+    try:
+        from crewai.events.listeners.tracing.trace_listener import (
+            TraceCollectionListener,
+        )
+    except ImportError:
+        return
+    TraceCollectionListener._instance = None
+
+
+@pytest.fixture(autouse=True)
+def _reset_event_context() -> None:
+    """Start every test with an empty event-id stack and default context config."""
+    try:
+        from crewai.events.base_events import reset_emission_counter
+        from crewai.events.event_context import (
+            EventContextConfig,
+            _event_context_config,
+            _event_id_stack,
+        )
+    except ImportError:
+        return
+    reset_emission_counter()
+    _event_id_stack.set(())
+    _event_context_config.set(EventContextConfig())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "telemetry: mark test as a telemetry test (don't mock telemetry)"
+    )
+
+
+if not _ACTIVE:
+    # Not next to an upstream tests/ tree (e.g. collected as part of our own
+    # repository's tests): expose no hooks or fixtures at all.
+    for _name in [
+        n for n in list(globals()) if n.startswith("pytest_") or n.startswith("_reset_")
+    ] + ["vcr_cassette_dir", "vcr_config", "_isolated_environment"]:
+        del globals()[_name]
+    del _name
