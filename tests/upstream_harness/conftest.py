@@ -505,39 +505,91 @@ def read_deselect_file(path: str | os.PathLike[str]) -> list[str]:
     return ids
 
 
+def _deselect_entries(config: pytest.Config) -> list[str]:
+    cached = getattr(config, "_upstream_deselect_entries", None)
+    if cached is None:
+        path = config.getoption("--upstream-deselect-file")
+        cached = read_deselect_file(path) if path else []
+        config._upstream_deselect_entries = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Entries without ``::`` name whole modules that cannot even be imported."""
+    modules = {e for e in _deselect_entries(config) if "::" not in e}
+    if not modules:
+        return None
+    try:
+        rel = collection_path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return None
+    return True if rel in modules else None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    path = config.getoption("--upstream-deselect-file")
-    if not path:
+    entries = _deselect_entries(config)
+    if not entries:
         return
-    wanted = read_deselect_file(path)
-    dupes = sorted({i for i in wanted if wanted.count(i) > 1})
+    path = config.getoption("--upstream-deselect-file")
+    dupes = sorted({e for e in entries if entries.count(e) > 1})
     if dupes:
         raise pytest.UsageError(f"duplicate entries in {path}: {dupes}")
-    wanted_set = set(wanted)
-    collected_files = {item.nodeid.split("::", 1)[0] for item in items}
-    present = {item.nodeid for item in items}
-    root = Path(str(config.rootpath))
-    stale = [
-        nodeid
-        for nodeid in wanted
-        if nodeid not in present
-        and (
-            nodeid.split("::", 1)[0] in collected_files
-            or not (root / nodeid.split("::", 1)[0]).exists()
-        )
-    ]
-    if stale:
-        raise pytest.UsageError(
-            f"{len(stale)} node id(s) in {path} do not exist any more:\n  "
-            + "\n  ".join(stale)
-        )
-    keep, drop = [], []
+    # Staleness: an entry is stale when its file is gone, or its file was
+    # collected but the id was not.  Checked in the collecting process only
+    # when not an xdist worker (a UsageError there crashes the xdist
+    # controller); run_upstream.py runs this check in a single-process
+    # collect-only pass first.
+    if not hasattr(config, "workerinput"):
+        present = {item.nodeid for item in items}
+        collected_files = {nodeid.split("::", 1)[0] for nodeid in present}
+        stale = []
+        for entry in entries:
+            file_part = entry.split("::", 1)[0]
+            if not (config.rootpath / file_part).exists():
+                stale.append(entry)
+            elif "::" in entry and entry not in present and file_part in collected_files:
+                stale.append(entry)
+        if stale:
+            raise pytest.UsageError(
+                f"{len(stale)} entr(y/ies) in {path} no longer exist:\n  "
+                + "\n  ".join(stale)
+            )
+    wanted = set(entries)
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
-        (drop if item.nodeid in wanted_set else keep).append(item)
+        (drop if item.nodeid in wanted else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["upstream_deselected"] = [item.nodeid for item in drop]
+
+
+class _DeselectedId:
+    """Stand-in for an item deselected inside an xdist worker."""
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: count the workers' deselections in the summary line.
+
+    xdist does not forward deselections made during worker collection, so the
+    final "N deselected" would be missing.  Every worker collects (and
+    deselects) the same items, so report each id once.
+    """
+    ids = getattr(node, "workeroutput", {}).get("upstream_deselected") or []
+    config = node.config
+    seen: set[str] = config.__dict__.setdefault("_upstream_deselected_seen", set())
+    fresh = [nodeid for nodeid in ids if nodeid not in seen]
+    if fresh:
+        seen.update(fresh)
+        config.hook.pytest_deselected(items=[_DeselectedId(n) for n in fresh])
 
 
 # --------------------------------------------------------------------------

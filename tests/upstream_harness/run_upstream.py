@@ -81,6 +81,55 @@ def materialize(root: Path) -> None:
         shutil.copyfile(HARNESS_DIR / name, root / name)
 
 
+def read_entries() -> list[str]:
+    entries = []
+    for line in DESELECT_FILE.read_text(encoding="utf-8").splitlines():
+        entry = re.split(r"\s+#", line.strip(), maxsplit=1)[0].strip()
+        if entry and not entry.startswith("#"):
+            entries.append(entry)
+    return entries
+
+
+def check_deselect_list(root: Path) -> int:
+    """Collect only the modules named in deselected.txt, in one process.
+
+    The conftest raises a usage error (exit code 4) if an entry's module is
+    gone or an entry's node id is not among the module's collected items.
+    """
+    entries = read_entries()
+    files = sorted({e.split("::", 1)[0] for e in entries if "::" in e})
+    missing = sorted({e.split("::", 1)[0] for e in entries if not (root / e.split("::", 1)[0]).exists()})
+    if missing:
+        print("run_upstream: deselected.txt names files that do not exist:", *missing, sep="\n  ")
+        return 4
+    if not files:
+        return 0
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-c",
+        str(root / "pytest.ini"),
+        "--rootdir",
+        str(root),
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        "--collect-only",
+        "-q",
+        f"--upstream-deselect-file={DESELECT_FILE}",
+        *files,
+    ]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, errors="replace")
+    if proc.returncode not in (0, 5):
+        print(proc.stdout[-5000:], proc.stderr[-5000:], sep="\n")
+        print(f"run_upstream: deselected.txt check failed (exit {proc.returncode})")
+        return proc.returncode
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args, extra = parse_args(argv)
     root = args.root.resolve()
@@ -97,6 +146,9 @@ def main(argv: list[str]) -> int:
         *BASE_ARGS,
     ]
     if not args.no_deselect:
+        rc = check_deselect_list(root)
+        if rc:
+            return rc
         cmd.append(f"--upstream-deselect-file={DESELECT_FILE}")
     cmd += extra
 

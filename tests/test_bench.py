@@ -1,0 +1,57 @@
+"""The bench CLI runs every registered workload on both sides and reports ratios."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from crewai_rust import bench
+
+from conftest import run_python
+
+
+def test_bench_quick_runs_both_sides_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_python(
+        "import sys; from crewai_rust.cli import main; "
+        f"sys.exit(main(['bench', '--quick', '--rounds', '2', '--json', {str(out)!r}]))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "speedup" in result.stdout
+    assert "bench: [1/" in result.stderr  # progress while it runs
+    data = json.loads(out.read_text())
+    bench._load_workloads()
+    assert {row["workload"] for row in data["results"]} == set(bench.REGISTRY)
+    for row in data["results"]:
+        assert row["upstream"]["minimum"] <= row["upstream"]["median"] <= row["upstream"]["maximum"]
+        assert row["rust"]["median"] > 0 and row["speedup"] > 0
+
+
+def test_bench_only_filters_and_rejects_unknown_names() -> None:
+    result = run_python("import sys; from crewai_rust.cli import main; sys.exit(main(['bench', '--only', 'no-such-workload']))")
+    assert result.returncode == 2
+    assert "no workload matches" in result.stderr
+
+
+def test_every_component_workload_checks_results_before_timing() -> None:
+    calls: list[str] = []
+
+    def upstream() -> int:
+        calls.append("up")
+        return 1
+
+    def rust() -> int:
+        calls.append("rs")
+        return 2
+
+    def check(a: int, b: int) -> None:
+        assert a == b, "differ"
+
+    case = bench.Case("x", upstream, rust, check)
+    try:
+        bench.measure(case, rounds=1)
+    except AssertionError as exc:
+        assert "differ" in str(exc)
+    else:
+        raise AssertionError("a wrong Rust result must fail the bench")
+    assert calls == ["up", "rs"]

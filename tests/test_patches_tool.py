@@ -1,0 +1,283 @@
+"""The patch-queue tool: apply, export, check, rebase, on small synthetic sdists and on the real pin."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+from patches import tool  # noqa: E402
+
+
+PKG_INFO = """Metadata-Version: 2.4
+Name: tiny
+Version: {version}
+Requires-Python: >=3.10
+Requires-Dist: click>=8
+Provides-Extra: fast
+Requires-Dist: orjson>=3; extra == 'fast'
+
+readme
+"""
+
+MODULE_V1 = "".join(f"line {i}\n" for i in range(1, 31))
+
+
+def make_sdist(cache: Path, version: str, module: str) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    top = f"tiny-{version}"
+    files = {
+        f"{top}/PKG-INFO": PKG_INFO.format(version=version),
+        f"{top}/src/tiny/__init__.py": f'__version__ = "{version}"\n',
+        f"{top}/src/tiny/mod.py": module,
+        f"{top}/tests/test_tiny.py": "def test_ok():\n    assert True\n",
+    }
+    with tarfile.open(cache / f"tiny-{version}.tar.gz", "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> tool.Layout:
+    root = tmp_path / "repo"
+    (root / "patches").mkdir(parents=True)
+    cache = tmp_path / "cache"
+    make_sdist(cache, "1.0", MODULE_V1)
+    sha = tool._sha256(cache / "tiny-1.0.tar.gz")
+    (root / "patches" / "pin.json").write_text(json.dumps({"package": "tiny", "version": "1.0", "sha256": sha}))
+    (root / "patches" / "series").write_text("")
+    return tool.Layout(root=root, patches_dir=root / "patches", cache_dir=cache)
+
+
+def edit(layout: tool.Layout, old: str, new: str) -> None:
+    path = layout.root / "tiny" / "mod.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def add_patch(layout: tool.Layout, old: str = "line 10\n", new: str = "line 10 hooked\n") -> str:
+    edit(layout, old, new)
+    (name,) = tool.export(layout, new="tiny: hook line 10", why="Because the fork needs a hook here.")
+    return name
+
+
+def test_apply_materializes_and_is_idempotent(repo: tool.Layout) -> None:
+    assert tool.apply(repo) is True
+    assert (repo.root / "tiny" / "mod.py").read_text() == MODULE_V1
+    assert (repo.root / "upstream-tests" / "tests" / "test_tiny.py").is_file()
+    assert tool.apply(repo) is False
+    # Byte caches and the harness' own files in the generated trees are not edits.
+    (repo.root / "tiny" / "__pycache__").mkdir()
+    (repo.root / "tiny" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"x")
+    assert tool.pending_edits(repo, tool.read_pin(repo)) == []
+
+
+def test_local_edits_are_protected_until_forced(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    edit(repo, "line 3\n", "line three\n")
+    (repo.root / "tiny" / "new_module.py").write_text("x = 1\n")
+    with pytest.raises(tool.PatchToolError, match="local edit"):
+        tool.apply(repo)
+    assert "line three" in (repo.root / "tiny" / "mod.py").read_text()
+    tool.apply(repo, force=True)
+    assert (repo.root / "tiny" / "mod.py").read_text() == MODULE_V1
+    assert not (repo.root / "tiny" / "new_module.py").exists()
+
+
+def test_unmanaged_tree_is_not_overwritten(repo: tool.Layout) -> None:
+    (repo.root / "tiny").mkdir()
+    (repo.root / "tiny" / "__init__.py").write_text("mine\n")
+    with pytest.raises(tool.PatchToolError, match="not managed"):
+        tool.apply(repo)
+    assert (repo.root / "tiny" / "__init__.py").read_text() == "mine\n"
+
+
+def test_export_new_patch_then_reapply_reproduces_it(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    (repo.root / "tiny" / "added.py").write_text("NEW = True\n")
+    name = add_patch(repo)
+    assert tool.read_series(repo) == [name]
+    text = (repo.patches_dir / name).read_text()
+    assert text.startswith("From 0000000000000000000000000000000000000000 ")
+    assert "Because the fork needs a hook here." in text
+    assert "+line 10 hooked" in text and "tiny/added.py" in text
+    assert tool.check(repo) == []
+    tool.apply(repo, force=True)
+    assert "line 10 hooked" in (repo.root / "tiny" / "mod.py").read_text()
+    assert (repo.root / "tiny" / "added.py").read_text() == "NEW = True\n"
+    # Exporting an unchanged queue rewrites identical bytes.
+    before = (repo.patches_dir / name).read_bytes()
+    tool.export(repo)
+    assert (repo.patches_dir / name).read_bytes() == before
+
+
+def test_export_needs_a_reason_and_an_intent(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    edit(repo, "line 2\n", "line two\n")
+    with pytest.raises(tool.PatchToolError, match="--new SUBJECT --why TEXT"):
+        tool.export(repo)
+    with pytest.raises(tool.PatchToolError, match="needs --why"):
+        tool.export(repo, new="subject only")
+
+
+def test_export_into_folds_edits_into_an_existing_patch(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    first = add_patch(repo)
+    edit(repo, "line 20\n", "line 20 second\n")
+    tool.export(repo, new="tiny: second hook", why="A second reason.")
+    edit(repo, "line 11\n", "line 11 also\n")
+    names = tool.export(repo, into="1")
+    assert names[0] == first and len(names) == 2
+    text = (repo.patches_dir / first).read_text()
+    assert "+line 11 also" in text and "line 20 second" not in text
+    assert tool.check(repo) == []
+
+
+def test_check_detects_a_stale_patch_file(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    name = add_patch(repo)
+    path = repo.patches_dir / name
+    # An outdated hunk position still applies (git finds it at an offset),
+    # but re-exporting writes the true one: the file is stale.
+    text = path.read_text()
+    assert "@@ -7,7 +7,7 @@" in text
+    path.write_text(text.replace("@@ -7,7 +7,7 @@", "@@ -5,7 +5,7 @@"))
+    problems = tool.check(repo)
+    assert any(f"{name} is stale" in p for p in problems), problems
+
+
+def test_check_requires_a_message_body(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    name = add_patch(repo)
+    path = repo.patches_dir / name
+    path.write_text(path.read_text().replace("Because the fork needs a hook here.\n", ""))
+    problems = tool.check(repo)
+    assert any("no message body" in p for p in problems), problems
+
+
+def test_failing_hunk_names_patch_file_and_hunk(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    name = add_patch(repo)
+    path = repo.patches_dir / name
+    # Context that exists nowhere, and an index line git cannot resolve: no 3-way rescue.
+    text = path.read_text().replace(" line 9\n", " line nine\n", 1)
+    text = "\n".join(
+        "index 1111111111111111111111111111111111111111..2222222222222222222222222222222222222222 100644"
+        if line.startswith("index ") else line
+        for line in text.split("\n")
+    )
+    path.write_text(text)
+    with pytest.raises(tool.PatchConflict) as info:
+        tool.apply(repo, force=True)
+    message = str(info.value)
+    assert name in message
+    assert "tiny/mod.py" in message
+    assert "@@ -7," in message  # the hunk header
+
+
+def test_sha256_mismatch_is_refused(repo: tool.Layout) -> None:
+    (repo.cache_dir / "tiny-1.0.tar.gz").write_bytes(b"tampered")
+    with pytest.raises(tool.PatchToolError, match="sha256 mismatch"):
+        tool.apply(repo)
+    assert not (repo.cache_dir / "tiny-1.0.tar.gz").exists()
+
+
+def test_rebase_onto_a_compatible_release_updates_pin_and_patches(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    name = add_patch(repo)
+    old_patch = (repo.patches_dir / name).read_text()
+    make_sdist(repo.cache_dir, "1.1", "prologue\n" + MODULE_V1.replace("line 25\n", "line 25 upstream\n"))
+    report = tool.rebase(repo, "1.1")
+    assert report.conflicts == []
+    pin = tool.read_pin(repo)
+    assert pin.version == "1.1"
+    assert pin.sha256 == tool._sha256(repo.cache_dir / "tiny-1.1.tar.gz")
+    new_patch = (repo.patches_dir / tool.read_series(repo)[0]).read_text()
+    assert new_patch != old_patch and "+line 10 hooked" in new_patch
+    # The materialized tree is untouched until apply.
+    assert "prologue" not in (repo.root / "tiny" / "mod.py").read_text()
+    tool.apply(repo, force=True)
+    text = (repo.root / "tiny" / "mod.py").read_text()
+    assert text.startswith("prologue\n") and "line 10 hooked" in text and "line 25 upstream" in text
+    assert tool.check(repo) == []
+
+
+def test_rebase_reports_each_conflict_and_changes_nothing(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    first = add_patch(repo)
+    edit(repo, "line 20\n", "line 20 fork\n")
+    tool.export(repo, new="tiny: second hook", why="A second reason.")
+    series = tool.read_series(repo)
+    pin_before = repo.pin_file.read_text()
+    patches_before = {n: (repo.patches_dir / n).read_text() for n in series}
+    make_sdist(repo.cache_dir, "2.0",
+               MODULE_V1.replace("line 10\n", "line 10 upstream\n").replace("line 20\n", "line 20 upstream\n"))
+    report = tool.rebase(repo, "2.0")
+    assert [c.patch for c in report.conflicts] == series
+    assert all("tiny/mod.py" in c.files for c in report.conflicts)
+    assert series[0] == first
+    assert repo.pin_file.read_text() == pin_before
+    assert {n: (repo.patches_dir / n).read_text() for n in series} == patches_before
+
+
+def test_cli_reports_errors_without_traceback(repo: tool.Layout) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "patches", "--repo", str(repo.root), "--cache-dir", str(repo.cache_dir), "export"],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 1
+    assert "nothing is materialized" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the real pin
+
+
+def _real_layout() -> tool.Layout:
+    return tool.Layout.for_root(REPO_ROOT)
+
+
+def test_real_series_applies_to_the_pin_and_is_not_stale() -> None:
+    assert tool.check(_real_layout()) == []
+
+
+def test_every_real_patch_is_small_and_explains_itself() -> None:
+    layout = _real_layout()
+    for name in tool.read_series(layout):
+        text = (layout.patches_dir / name).read_text()
+        header, _, diff = text.partition("\n---\n")
+        body = header.split("\n\n", 1)[1] if "\n\n" in header else ""
+        assert len(body.split()) >= 15, f"{name}: the message should say why the patch exists"
+        changed = [line for line in diff.splitlines()
+                   if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+        assert len(changed) <= 40, f"{name}: {len(changed)} changed lines; hooks stay small"
+
+
+def test_rebase_onto_a_real_other_release(tmp_path: Path) -> None:
+    """Replay the real series onto crewai 1.15.29 in a copy, never touching this checkout's pin."""
+    layout = _real_layout()
+    copy = tmp_path / "repo"
+    shutil.copytree(layout.patches_dir, copy / "patches", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "pyproject.toml", copy / "pyproject.toml")
+    pin_before = layout.pin_file.read_text()
+    scratch = tool.Layout(root=copy, patches_dir=copy / "patches", cache_dir=layout.cache_dir)
+    report = tool.rebase(scratch, "1.15.29")
+    assert report.conflicts == [], [str(c) for c in report.conflicts]
+    assert tool.read_pin(scratch).version == "1.15.29"
+    assert len(tool.read_pin(scratch).sha256) == 64
+    assert 'version = "1.15.29+rust.1"' in (copy / "pyproject.toml").read_text()
+    assert tool.check(scratch) == []
+    assert layout.pin_file.read_text() == pin_before
