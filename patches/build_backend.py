@@ -7,6 +7,8 @@ sdist of the fork already carries the patched tree and builds offline.
 
 from __future__ import annotations
 
+import sys
+
 import maturin
 from maturin import *  # noqa: F403  (the hooks this backend does not wrap)
 
@@ -14,8 +16,18 @@ from patches import tool
 
 
 def _ensure_patched_tree() -> None:
+    """Materialize or refresh crewai/ so the wheel holds the pin + series as committed."""
     layout = tool.Layout.for_root(tool.PROJECT_ROOT)
-    if not (layout.root / "crewai" / "__init__.py").is_file():
+    pin = tool.read_pin(layout)
+    if layout.git_dir.is_dir():
+        edits = tool.pending_edits(layout, pin)
+        if edits:
+            # An engineer trying out edits before exporting them: build them as they are.
+            print(f"patches: building with {len(edits)} unexported edit(s) under the generated trees",
+                  file=sys.stderr)
+            return
+        tool.apply(layout, quiet=True)
+    elif not (layout.package_dir(pin) / "__init__.py").is_file():
         tool.apply(layout)
 
 
