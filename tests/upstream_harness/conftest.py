@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 import re
 import shutil
+import sysconfig
 import tempfile
 from typing import Any
 
@@ -171,18 +172,46 @@ def _point_home_at(root: Path) -> None:
         os.environ[var] = str(path)
 
 
+# All temporary homes live under one per-process directory that is removed at
+# exit.  Per-test homes are *not* removed after each test: crewai caches some
+# paths for the life of the process (e.g. crewai_core.version._get_cache_file
+# is an lru_cache that also creates the directory once), so a later test may
+# still write below an earlier test's home.
+_TMP_BASE: Path | None = None
+
+
+def _tmp_base() -> Path:
+    global _TMP_BASE
+    if _TMP_BASE is None:
+        _TMP_BASE = Path(tempfile.mkdtemp(prefix="crewai-upstream-"))
+        atexit.register(shutil.rmtree, _TMP_BASE, ignore_errors=True)
+    return _TMP_BASE
+
+
 def _apply_base_environment() -> None:
     for name in SCRUBBED_ENV:
         os.environ.pop(name, None)
     os.environ.update(FAKE_ENV)
+    # Console scripts of the running interpreter's environment (``uv``,
+    # ``crewai``) must be on PATH even when the venv is not activated, as
+    # under ``uv run pytest`` upstream (tests/test_plus_api_pin.py runs ``uv``).
+    scripts = sysconfig.get_path("scripts")
+    path = os.environ.get("PATH", "")
+    if scripts and scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = scripts + (os.pathsep + path if path else "")
     # One home per process for anything computed at import/collection time
     # (e.g. crewai_core.settings.DEFAULT_CONFIG_PATH = Path.home() / ...).
-    process_home = Path(tempfile.mkdtemp(prefix="crewai-upstream-home-"))
-    atexit.register(shutil.rmtree, process_home, ignore_errors=True)
+    process_home = _tmp_base() / "process-home"
     _point_home_at(process_home)
-    storage = process_home / "crewai_storage"
+    storage = _tmp_base() / "process-storage"
     storage.mkdir(exist_ok=True)
     os.environ["CREWAI_STORAGE_DIR"] = str(storage)
+    # crewai_core.lock_store drops one lock file per lock name into the temp
+    # dir; keep those (and pytest's own basetemp) out of the system /tmp.
+    tmp = _tmp_base() / "tmp"
+    tmp.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # re-read TMPDIR on next gettempdir()
 
 
 if _ACTIVE:
@@ -496,10 +525,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def read_deselect_file(path: str | os.PathLike[str]) -> list[str]:
-    """Node ids from ``path``: one per line, ``  # reason`` comments, ``#`` headers."""
+    """Node ids from ``path``: one per line, ``  # reason`` after two or more spaces, ``#`` lines are comments."""
     ids: list[str] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        entry = re.split(r"\s+#", line.strip(), maxsplit=1)[0].strip()
+        entry = re.split(r"\s{2,}#", line.strip(), maxsplit=1)[0].strip()
         if entry and not entry.startswith("#"):
             ids.append(entry)
     return ids
@@ -599,11 +628,17 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment() -> Iterator[None]:
-    """Fresh HOME / XDG dirs / CREWAI_STORAGE_DIR per test; env restored afterwards."""
+    """Fresh HOME / XDG dirs / CREWAI_STORAGE_DIR / cwd per test; env and cwd restored afterwards."""
     saved = dict(os.environ)
-    root = Path(tempfile.mkdtemp(prefix="crewai-upstream-test-"))
+    saved_cwd = os.getcwd()
+    root = Path(tempfile.mkdtemp(prefix="test-", dir=_tmp_base()))
     try:
         _point_home_at(root / "home")
+        # Tests write into the working directory (crew.train() drops
+        # training_data.pkl / trained_agents_data.pkl there, and agents read
+        # trained_agents_data.pkl back from it).
+        (root / "cwd").mkdir()
+        os.chdir(root / "cwd")
         storage = root / "crewai_test_storage"
         storage.mkdir()
         os.environ["CREWAI_STORAGE_DIR"] = str(storage)
@@ -612,9 +647,9 @@ def _isolated_environment() -> Iterator[None]:
         os.environ["OTEL_SDK_DISABLED"] = "true"
         yield
     finally:
+        os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -84,7 +84,7 @@ def materialize(root: Path) -> None:
 def read_entries() -> list[str]:
     entries = []
     for line in DESELECT_FILE.read_text(encoding="utf-8").splitlines():
-        entry = re.split(r"\s+#", line.strip(), maxsplit=1)[0].strip()
+        entry = re.split(r"\s{2,}#", line.strip(), maxsplit=1)[0].strip()
         if entry and not entry.startswith("#"):
             entries.append(entry)
     return entries
