@@ -8,10 +8,12 @@ switch ``CREWAI_RUST`` wins over everything: ``0`` is upstream Python everywhere
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Literal
 
@@ -24,7 +26,7 @@ MASTER_VARIABLE = "CREWAI_RUST"
 # Components whose Rust implementation has landed. A component is added here
 # by the issue that implements it, together with its hook patch and its bench
 # workload.
-IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset()
+IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database"})
 
 Setting = Literal["auto", "on", "off"]
 Backend = Literal["rust", "python"]
@@ -211,6 +213,27 @@ def configure_rust_components(
             _overrides.clear()
             _overrides.update(previous)
         raise
+
+
+@contextlib.contextmanager
+def forced_backend(component: str, backend: Backend) -> Iterator[None]:
+    """Run a block with one component forced to a backend (the bench's A/B switch).
+
+    Cheaper than :func:`configure_rust_components`, which resolves every
+    component; not meant for applications.
+    """
+    setting: Setting = "on" if backend == "rust" else "off"
+    with _overrides_lock:
+        previous = _overrides.get(component)
+        _overrides[component] = setting
+    try:
+        yield
+    finally:
+        with _overrides_lock:
+            if previous is None:
+                _overrides.pop(component, None)
+            else:
+                _overrides[component] = previous
 
 
 def clear_rust_component_overrides() -> None:

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(sha256 {report.sha256}); pin, pyproject.toml and patch files updated. "
                   "Run `python -m patches apply` to materialize it.")
         elif args.command == "git":
-            result = tool.git(layout, *args.args, check=False)
+            result = tool.git(layout, *args.args, check=False, env=tool.identity())
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
             return result.returncode

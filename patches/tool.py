@@ -236,7 +236,7 @@ def _git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _identity() -> dict[str, str]:
+def identity() -> dict[str, str]:
     """The engineer's identity for new patch commits, from the project's own git."""
     env: dict[str, str] = {}
     for key, var in (("user.name", "NAME"), ("user.email", "EMAIL")):
@@ -473,15 +473,15 @@ def export(layout: Layout, new: str | None = None, why: str | None = None,
         raise PatchToolError("there are no edits under the generated trees to export")
     if edits:
         _stage_edits(layout, pin)
-        identity = _identity()
+        author = identity()
         if new:
-            git(layout, "commit", "--quiet", "--no-verify", "-m", new, "-m", why or "", env=identity)
+            git(layout, "commit", "--quiet", "--no-verify", "-m", new, "-m", why or "", env=author)
         else:
             target = _find_patch_commit(layout, into or "")
-            git(layout, "commit", "--quiet", "--no-verify", f"--fixup={target}", env=identity)
+            git(layout, "commit", "--quiet", "--no-verify", f"--fixup={target}", env=author)
             result = git(
                 layout, "rebase", "--quiet", "--interactive", "--autosquash", _BASE_TAG,
-                check=False, env={**identity, "GIT_SEQUENCE_EDITOR": "true", "GIT_EDITOR": "true"},
+                check=False, env={**author, "GIT_SEQUENCE_EDITOR": "true", "GIT_EDITOR": "true"},
             )
             if result.returncode != 0:
                 git(layout, "rebase", "--abort", check=False)

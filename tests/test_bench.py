@@ -23,8 +23,12 @@ def test_bench_quick_runs_both_sides_and_writes_json(tmp_path: Path) -> None:
     bench._load_workloads()
     assert {row["workload"] for row in data["results"]} == set(bench.REGISTRY)
     for row in data["results"]:
+        assert row["rust"]["median"] > 0
+        if row["upstream"] is None:
+            assert row["upstream_unavailable"], row  # a side that cannot run says why
+            continue
         assert row["upstream"]["minimum"] <= row["upstream"]["median"] <= row["upstream"]["maximum"]
-        assert row["rust"]["median"] > 0 and row["speedup"] > 0
+        assert row["speedup"] > 0
 
 
 def test_bench_only_filters_and_rejects_unknown_names() -> None:

@@ -22,10 +22,13 @@ class Case:
     """One size of a workload: two callables over the same prepared data."""
 
     label: str
-    upstream: Callable[[], Any]
+    upstream: Callable[[], Any] | None
     rust: Callable[[], Any]
-    # Raises AssertionError when the two results differ.
+    # Raises AssertionError when the two results differ (or, without an
+    # upstream side, when the Rust result is wrong).
     check: Callable[[Any, Any], None]
+    # Why upstream's path cannot run here (then only the Rust side is timed).
+    upstream_unavailable: str | None = None
 
 
 @dataclasses.dataclass
@@ -69,12 +72,12 @@ def _calls_per_round(fn: Callable[[], Any], target_seconds: float) -> int:
     return max(1, min(10_000, int(target_seconds / once)))
 
 
-def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timing, Timing]:
+def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timing | None, Timing]:
     """Per-call seconds of each side; rounds alternate sides so drift hits both alike."""
-    case.check(case.upstream(), case.rust())
-    sides = (case.upstream, case.rust)
+    case.check(case.upstream() if case.upstream else None, case.rust())
+    sides = [fn for fn in (case.upstream, case.rust) if fn is not None]
     numbers = [_calls_per_round(fn, target_seconds) for fn in sides]
-    samples: list[list[float]] = [[], []]
+    samples: list[list[float]] = [[] for _ in sides]
     for _ in range(rounds):
         for index, fn in enumerate(sides):
             number = numbers[index]
@@ -82,7 +85,8 @@ def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timi
             for _ in range(number):
                 fn()
             samples[index].append((time.perf_counter() - start) / number)
-    return Timing.of(samples[0]), Timing.of(samples[1])
+    timings = [Timing.of(side) for side in samples]
+    return (timings[0] if case.upstream else None), timings[-1]
 
 
 def _format_seconds(seconds: float) -> str:
@@ -92,9 +96,13 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def _cell(timing: Timing) -> str:
+    return f"{_format_seconds(timing.median)} ({_format_seconds(timing.minimum)}-{_format_seconds(timing.maximum)})"
+
+
 def _load_workloads() -> None:
     # Imported for their registrations; each component issue adds its module here.
-    from crewai_rust.bench import memory  # noqa: F401
+    from crewai_rust.bench import database, memory  # noqa: F401
 
 
 def run(quick: bool = False, json_path: str | None = None, only: list[str] | None = None,
@@ -118,15 +126,18 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
         for case in wl.cases(quick):
             print(f"bench: [{index}/{len(selected)}] {wl.name} {case.label} ...", file=sys.stderr, flush=True)
             up, rs = measure(case, rounds)
-            ratio = up.median / rs.median if rs.median > 0 else float("inf")
+            ratio = up.median / rs.median if up is not None and rs.median > 0 else None
             results.append({
                 "workload": wl.name, "component": wl.component, "case": case.label,
                 "rounds": rounds,
-                "upstream": dataclasses.asdict(up), "rust": dataclasses.asdict(rs),
+                "upstream": dataclasses.asdict(up) if up else None,
+                "upstream_unavailable": case.upstream_unavailable,
+                "rust": dataclasses.asdict(rs),
                 "speedup": ratio,
             })
-            cell = lambda t: f"{_format_seconds(t.median)} ({_format_seconds(t.minimum)}-{_format_seconds(t.maximum)})"  # noqa: E731
-            lines.append(f"{wl.name:<28} {case.label:<14} {cell(up):<30} {cell(rs):<30} {ratio:>7.1f}x")
+            up_cell = _cell(up) if up else f"n/a: {case.upstream_unavailable}"
+            ratio_cell = f"{ratio:>7.1f}x" if ratio is not None else f"{'-':>8}"
+            lines.append(f"{wl.name:<28} {case.label:<14} {up_cell:<30} {_cell(rs):<30} {ratio_cell}")
     print("\n".join(lines))
     if json_path:
         with open(json_path, "w") as fh:

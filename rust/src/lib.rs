@@ -5,6 +5,7 @@
 //! layer that maturin builds into `crewai_rust._native`.
 
 pub mod build_info;
+pub mod sqlite;
 pub mod vector;
 
 #[cfg(feature = "python")]

@@ -2,12 +2,16 @@
 //! the Python package `crewai_rust` owns the public API and its docstrings.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple};
 
+use crate::sqlite::{self, DbError, ErrorKind, Value};
 use crate::{build_info as info, vector};
 
 create_exception!(
@@ -71,11 +75,215 @@ fn _panic_for_tests(py: Python<'_>, message: String, release_gil: bool) -> PyRes
     })
 }
 
+// ----------------------------------------------------------------------------- sqlite
+
+/// The `sqlite3` exception a database error becomes, so upstream code that
+/// catches `sqlite3.Error` (and matches SQLite's messages) works unchanged.
+fn db_error(py: Python<'_>, err: DbError) -> PyErr {
+    let class = match err.kind {
+        ErrorKind::Operational => "OperationalError",
+        ErrorKind::Integrity => "IntegrityError",
+        ErrorKind::Database => "DatabaseError",
+        ErrorKind::Programming => "ProgrammingError",
+    };
+    match py.import("sqlite3").and_then(|m| m.getattr(class)).and_then(|cls| cls.call1((err.message.clone(),))) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(import_failed) => import_failed,
+    }
+}
+
+fn programming_error(py: Python<'_>, message: String) -> PyErr {
+    db_error(py, DbError { kind: ErrorKind::Programming, message })
+}
+
+fn to_value(py: Python<'_>, index: usize, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if obj.is_none() {
+        Ok(Value::Null)
+    } else if obj.is_instance_of::<PyBool>() || obj.is_instance_of::<PyInt>() {
+        obj.extract::<i64>().map(Value::Integer).map_err(|_| {
+            PyOverflowError::new_err("Python int too large to convert to SQLite INTEGER")
+        })
+    } else if obj.is_instance_of::<PyFloat>() {
+        Ok(Value::Real(obj.extract::<f64>()?))
+    } else if obj.is_instance_of::<PyString>() {
+        Ok(Value::Text(obj.extract::<String>()?))
+    } else if let Ok(bytes) = obj.cast::<PyBytes>() {
+        Ok(Value::Blob(bytes.as_bytes().to_vec()))
+    } else if let Ok(array) = obj.cast::<PyByteArray>() {
+        Ok(Value::Blob(array.to_vec()))
+    } else if obj.is_instance_of::<PyMemoryView>() {
+        let data: Vec<u8> = py.import("builtins")?.getattr("bytes")?.call1((obj,))?.extract()?;
+        Ok(Value::Blob(data))
+    } else {
+        Err(programming_error(
+            py,
+            format!(
+                "Error binding parameter {}: type '{}' is not supported",
+                index + 1,
+                obj.get_type().name()?
+            ),
+        ))
+    }
+}
+
+fn to_values(py: Python<'_>, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Value>> {
+    let Some(params) = params else { return Ok(Vec::new()) };
+    if params.is_instance_of::<PyDict>() {
+        return Err(programming_error(
+            py,
+            "crewai_rust's SQLite connections take positional parameters only".to_string(),
+        ));
+    }
+    let mut values = Vec::new();
+    for (index, item) in params.try_iter()?.enumerate() {
+        values.push(to_value(py, index, &item?)?);
+    }
+    Ok(values)
+}
+
+fn to_py<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Integer(i) => i.into_pyobject(py)?.into_any(),
+        Value::Real(f) => f.into_pyobject(py)?.into_any(),
+        Value::Text(s) => PyString::new(py, &s).into_any(),
+        Value::Blob(b) => PyBytes::new(py, &b).into_any(),
+    })
+}
+
+/// A connection pool for one SQLite file (WAL, busy timeout, statement cache).
+#[pyclass(module = "crewai_rust._native", frozen)]
+struct SqlitePool {
+    inner: Arc<sqlite::Pool>,
+}
+
+#[pymethods]
+impl SqlitePool {
+    #[new]
+    #[pyo3(signature = (path, busy_timeout = 5.0, max_idle = 8))]
+    fn new(py: Python<'_>, path: PathBuf, busy_timeout: f64, max_idle: usize) -> PyResult<Self> {
+        let timeout = seconds(busy_timeout)?;
+        guarded(|| {
+            py.detach(|| sqlite::Pool::open(path, timeout, max_idle))
+                .map(|pool| SqlitePool { inner: Arc::new(pool) })
+                .map_err(|err| db_error(py, err))
+        })
+    }
+
+    /// Check out a connection; it goes back to the pool on `close()`.
+    #[pyo3(signature = (busy_timeout = 5.0))]
+    fn connect(&self, py: Python<'_>, busy_timeout: f64) -> PyResult<SqliteConnection> {
+        let timeout = seconds(busy_timeout)?;
+        guarded(|| {
+            py.detach(|| self.inner.lease(timeout))
+                .map(|lease| SqliteConnection { lease: Mutex::new(lease) })
+                .map_err(|err| db_error(py, err))
+        })
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+fn seconds(value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {value}")))
+}
+
+/// One pooled connection, with `sqlite3`'s transaction behaviour.
+#[pyclass(module = "crewai_rust._native", frozen)]
+struct SqliteConnection {
+    lease: Mutex<sqlite::Lease>,
+}
+
+impl SqliteConnection {
+    fn with_lease<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut sqlite::Lease) -> sqlite::DbResult<T> + Send,
+    ) -> PyResult<T> {
+        guarded(|| {
+            py.detach(|| {
+                let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut lease)
+            })
+            .map_err(|err| db_error(py, err))
+        })
+    }
+}
+
+#[pymethods]
+impl SqliteConnection {
+    /// Run one statement; returns (column names, rows as tuples, rowcount, lastrowid).
+    #[pyo3(signature = (sql, parameters = None))]
+    fn execute<'py>(
+        &self,
+        py: Python<'py>,
+        sql: &str,
+        parameters: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let values = to_values(py, parameters)?;
+        let sql = sql.to_owned();
+        let outcome = self.with_lease(py, move |lease| lease.execute(&sql, &values))?;
+        let rows = PyList::empty(py);
+        for row in outcome.rows {
+            let items = row.into_iter().map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+            rows.append(PyTuple::new(py, items)?)?;
+        }
+        (outcome.columns, rows, outcome.rowcount, outcome.lastrowid).into_pyobject(py)
+    }
+
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_lease(py, |lease| lease.commit())
+    }
+
+    fn rollback(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_lease(py, |lease| lease.rollback())
+    }
+
+    /// Roll back what is uncommitted and return the connection to the pool.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_lease(py, |lease| {
+            lease.close();
+            Ok(())
+        })
+    }
+
+    #[getter]
+    fn in_transaction(&self) -> bool {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).in_transaction()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).is_closed()
+    }
+}
+
+#[pyfunction]
+fn sqlite_version() -> &'static str {
+    sqlite::sqlite_version()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RustPanicError", m.py().get_type::<RustPanicError>())?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(batch_dedup_flags, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
+    m.add_class::<SqlitePool>()?;
+    m.add_class::<SqliteConnection>()?;
     Ok(())
 }

@@ -1,0 +1,529 @@
+//! A connection pool per SQLite file, for the fork's database component.
+//!
+//! Upstream opens, commits and closes a `sqlite3` connection per call; here
+//! connections are opened once (WAL, busy timeout, statement cache) and reused.
+//! Every statement is a constant of the caller's with `?` parameters: no SQL
+//! is assembled from values.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{params_from_iter, Connection, OpenFlags};
+
+/// A value crossing the Python boundary: SQLite's five storage classes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<ValueRef<'_>> for Value {
+    fn from(v: ValueRef<'_>) -> Self {
+        match v {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
+}
+
+impl From<&Value> for SqlValue {
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => SqlValue::Null,
+            Value::Integer(i) => SqlValue::Integer(*i),
+            Value::Real(f) => SqlValue::Real(*f),
+            Value::Text(s) => SqlValue::Text(s.clone()),
+            Value::Blob(b) => SqlValue::Blob(b.clone()),
+        }
+    }
+}
+
+/// Which Python exception an error becomes (the `sqlite3` module's hierarchy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// `sqlite3.OperationalError`: busy, locked, I/O, cannot open, ...
+    Operational,
+    /// `sqlite3.IntegrityError`: constraint violations.
+    Integrity,
+    /// `sqlite3.DatabaseError`: corrupt file, not a database.
+    Database,
+    /// `sqlite3.ProgrammingError`: misuse, e.g. a closed pool or wrong parameter count.
+    Programming,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        let kind = match &err {
+            rusqlite::Error::SqliteFailure(e, _) => match e.code {
+                ErrorCode::ConstraintViolation => ErrorKind::Integrity,
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => ErrorKind::Database,
+                ErrorCode::ApiMisuse => ErrorKind::Programming,
+                _ => ErrorKind::Operational,
+            },
+            rusqlite::Error::InvalidParameterCount(..) | rusqlite::Error::InvalidParameterName(_) => {
+                ErrorKind::Programming
+            }
+            _ => ErrorKind::Operational,
+        };
+        // sqlite3's messages are SQLite's own text ("database is locked", ...);
+        // upstream code matches on them (e.g. "locked" in init_db's retry).
+        let message = match &err {
+            rusqlite::Error::SqliteFailure(e, Some(msg)) if !msg.is_empty() => msg.clone(),
+            rusqlite::Error::SqliteFailure(e, _) => e.to_string(),
+            other => other.to_string(),
+        };
+        DbError { kind, message }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Identity of the file a pooled connection was opened on, so a database
+/// deleted (or replaced) behind the pool's back is reopened, not written into
+/// an unlinked inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| FileId { dev: m.dev(), ino: m.ino() })
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| FileId { dev: 0, ino: 0 })
+    }
+}
+
+struct Pooled {
+    conn: Connection,
+    file: Option<FileId>,
+}
+
+pub struct Pool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Pooled>>,
+    max_idle: usize,
+    closed: AtomicBool,
+}
+
+impl Pool {
+    /// Open (creating if needed) the database at `path` in WAL mode.
+    pub fn open(path: impl Into<PathBuf>, busy_timeout: Duration, max_idle: usize) -> DbResult<Pool> {
+        let pool = Pool {
+            path: path.into(),
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            max_idle: max_idle.max(1),
+            closed: AtomicBool::new(false),
+        };
+        let first = pool.connect()?;
+        pool.release(first);
+        Ok(pool)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(&self) -> DbResult<Pooled> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        // journal_mode is persistent in the file; upstream sets WAL too, so a
+        // file written by either backend stays in WAL. This also reads the
+        // header, so a file that is not a database fails here, at open.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+        let _ = mode;
+        // WAL + NORMAL: a commit survives a process crash; only an OS crash or
+        // power loss may drop the last transactions (the file stays intact).
+        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        Ok(Pooled { conn, file: file_id(&self.path) })
+    }
+
+    fn acquire(&self) -> DbResult<Pooled> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DbError {
+                kind: ErrorKind::Programming,
+                message: "Cannot operate on a closed database.".into(),
+            });
+        }
+        let current = file_id(&self.path);
+        loop {
+            let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match candidate {
+                Some(pooled) if pooled.file.is_some() && pooled.file == current => return Ok(pooled),
+                Some(_stale) => continue, // the file was removed or replaced: drop it
+                None => return self.connect(),
+            }
+        }
+    }
+
+    fn release(&self, pooled: Pooled) {
+        if self.closed.load(Ordering::Acquire) || !pooled.conn.is_autocommit() {
+            return; // closed, or left mid-transaction by an error: do not reuse
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(pooled);
+        }
+    }
+
+    /// Check out one connection for a sequence of statements (a DB-API
+    /// connection's lifetime); it returns to the pool when the lease drops.
+    pub fn lease(self: &Arc<Self>, busy_timeout: Duration) -> DbResult<Lease> {
+        let pooled = self.acquire()?;
+        pooled.conn.busy_timeout(busy_timeout)?;
+        Ok(Lease { pool: Arc::clone(self), pooled: Some(pooled) })
+    }
+
+    /// Close every pooled connection; later calls fail with a ProgrammingError.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// What one statement produced, as `sqlite3.Cursor` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows changed by an INSERT/UPDATE/DELETE/REPLACE, else -1.
+    pub rowcount: i64,
+    pub lastrowid: i64,
+}
+
+/// One pooled connection checked out by a caller.
+pub struct Lease {
+    pool: Arc<Pool>,
+    pooled: Option<Pooled>,
+}
+
+fn closed_error() -> DbError {
+    DbError { kind: ErrorKind::Programming, message: "Cannot operate on a closed database.".into() }
+}
+
+/// INSERT/UPDATE/DELETE/REPLACE: the statements before which Python's
+/// `sqlite3` (legacy transaction control) opens a transaction implicitly.
+fn is_dml(sql: &str) -> bool {
+    let head = sql.trim_start().as_bytes();
+    ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+        .iter()
+        .any(|kw| head.len() >= kw.len() && head[..kw.len()].eq_ignore_ascii_case(kw.as_bytes()))
+}
+
+impl Lease {
+    fn conn(&self) -> DbResult<&Connection> {
+        self.pooled.as_ref().map(|p| &p.conn).ok_or_else(closed_error)
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.pooled.as_ref().is_some_and(|p| !p.conn.is_autocommit())
+    }
+
+    /// Run one statement with `sqlite3`'s implicit-transaction rule.
+    pub fn execute(&self, sql: &str, params: &[Value]) -> DbResult<Outcome> {
+        let conn = self.conn()?;
+        let dml = is_dml(sql);
+        let mut stmt = conn.prepare_cached(sql).map_err(|err| match err {
+            rusqlite::Error::MultipleStatement => DbError {
+                kind: ErrorKind::Programming,
+                message: "You can only execute one statement at a time.".into(),
+            },
+            other => other.into(),
+        })?;
+        if stmt.parameter_count() != params.len() {
+            return Err(DbError {
+                kind: ErrorKind::Programming,
+                message: format!(
+                    "Incorrect number of bindings supplied. The current statement uses {}, and there are {} supplied.",
+                    stmt.parameter_count(),
+                    params.len()
+                ),
+            });
+        }
+        if dml && conn.is_autocommit() {
+            conn.execute_batch("BEGIN")?;
+        }
+        let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+        let mut rows = Vec::new();
+        if columns.is_empty() {
+            stmt.execute(params_from_iter(params.iter().map(SqlValue::from)))?;
+        } else {
+            let width = columns.len();
+            let mut cursor = stmt.query(params_from_iter(params.iter().map(SqlValue::from)))?;
+            while let Some(row) = cursor.next()? {
+                let mut values = Vec::with_capacity(width);
+                for i in 0..width {
+                    values.push(Value::from(row.get_ref(i)?));
+                }
+                rows.push(values);
+            }
+        }
+        let rowcount = if dml { conn.changes() as i64 } else { -1 };
+        Ok(Outcome { columns, rows, rowcount, lastrowid: conn.last_insert_rowid() })
+    }
+
+    pub fn commit(&self) -> DbResult<()> {
+        let conn = self.conn()?;
+        if !conn.is_autocommit() {
+            conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+
+    pub fn rollback(&self) -> DbResult<()> {
+        let conn = self.conn()?;
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    /// Roll back anything uncommitted (as closing a `sqlite3` connection does)
+    /// and hand the connection back to the pool.
+    pub fn close(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            if !pooled.conn.is_autocommit() {
+                let _ = pooled.conn.execute_batch("ROLLBACK");
+            }
+            self.pool.release(pooled);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.pooled.is_none()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The SQLite library version compiled in (bundled), e.g. "3.46.0".
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn pool(dir: &Path) -> Arc<Pool> {
+        Arc::new(Pool::open(dir.join("t.db"), Duration::from_secs(5), 4).unwrap())
+    }
+
+    /// One statement on its own lease, committed: what a `with closing(connect())` block does.
+    fn run(p: &Arc<Pool>, sql: &str, params: &[Value]) -> DbResult<Outcome> {
+        let lease = p.lease(Duration::from_secs(5))?;
+        let out = lease.execute(sql, params)?;
+        lease.commit()?;
+        Ok(out)
+    }
+
+    fn rows(p: &Arc<Pool>, sql: &str) -> Vec<Vec<Value>> {
+        run(p, sql, &[]).unwrap().rows
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "crewai-rust-sqlite-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn round_trips_every_storage_class() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        run(&p, "CREATE TABLE t (a, b, c, d, e)", &[]).unwrap();
+        let row = vec![
+            Value::Null,
+            Value::Integer(-7),
+            Value::Real(1.5),
+            Value::Text("héllo".into()),
+            Value::Blob(vec![0, 1, 255]),
+        ];
+        assert_eq!(run(&p, "INSERT INTO t VALUES (?, ?, ?, ?, ?)", &row).unwrap().rowcount, 1);
+        assert_eq!(rows(&p, "SELECT * FROM t"), vec![row]);
+    }
+
+    #[test]
+    fn wal_mode_and_jsonb_are_available() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        let mode = rows(&p, "PRAGMA journal_mode");
+        assert_eq!(mode, vec![vec![Value::Text("wal".into())]]);
+        let json = run(&p, "SELECT json(jsonb(?))", &[Value::Text("{\"a\": [1, 2]}".into())]).unwrap().rows;
+        assert_eq!(json, vec![vec![Value::Text("{\"a\":[1,2]}".into())]]);
+    }
+
+    #[test]
+    fn an_uncommitted_transaction_rolls_back_on_close() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        run(&p, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)", &[]).unwrap();
+        let lease = p.lease(Duration::from_secs(1)).unwrap();
+        lease.execute("INSERT INTO t (id, v) VALUES (1, 'a')", &[]).unwrap();
+        let err = lease.execute("INSERT INTO t (id, v) VALUES (2, NULL)", &[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Integrity);
+        assert!(err.message.contains("NOT NULL"), "{}", err.message);
+        drop(lease); // closed without commit: both inserts are gone
+        assert!(rows(&p, "SELECT * FROM t").is_empty());
+        // The pool still works after the failure.
+        assert_eq!(run(&p, "INSERT INTO t VALUES (3, 'c')", &[]).unwrap().rowcount, 1);
+    }
+
+    #[test]
+    fn errors_keep_sqlites_messages() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        let err = run(&p, "SELECT * FROM missing", &[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Operational);
+        assert_eq!(err.message, "no such table: missing");
+        let err = run(&p, "SELECT ?", &[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Programming);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_fails_at_open_and_is_not_overwritten() {
+        let dir = tempdir();
+        let path = dir.join("junk.db");
+        let junk = vec![b'x'; 4096];
+        std::fs::write(&path, &junk).unwrap();
+        let err = Pool::open(&path, Duration::from_secs(1), 2).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Database);
+        assert!(err.message.contains("not a database"), "{}", err.message);
+        assert_eq!(std::fs::read(&path).unwrap(), junk);
+    }
+
+    #[test]
+    fn closed_pool_refuses_work() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        p.close();
+        let err = p.lease(Duration::from_secs(1)).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Programming);
+        assert!(p.is_closed());
+    }
+
+    #[test]
+    fn removed_file_is_recreated_not_written_into_the_unlinked_inode() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        run(&p, "CREATE TABLE t (v)", &[]).unwrap();
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("t.db{ext}")));
+        }
+        run(&p, "CREATE TABLE t (v)", &[]).unwrap();
+        run(&p, "INSERT INTO t VALUES (1)", &[]).unwrap();
+        let other = Connection::open(dir.join("t.db")).unwrap();
+        let n: i64 = other.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        run(&p, "CREATE TABLE t (v INTEGER)", &[]).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let p = Arc::clone(&p);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        run(&p, "INSERT INTO t VALUES (?)", &[Value::Integer(t * 1000 + i)]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(rows(&p, "SELECT count(*) FROM t"), vec![vec![Value::Integer(400)]]);
+    }
+
+    #[test]
+    fn lease_follows_sqlite3_implicit_transactions() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        run(&p, "CREATE TABLE t (v INTEGER)", &[]).unwrap();
+        let mut lease = p.lease(Duration::from_secs(1)).unwrap();
+        let out = lease.execute("  insert INTO t VALUES (?)", &[Value::Integer(1)]).unwrap();
+        assert_eq!(out.rowcount, 1);
+        assert!(lease.in_transaction());
+        // Another connection does not see the uncommitted row.
+        assert_eq!(rows(&p, "SELECT count(*) FROM t"), vec![vec![Value::Integer(0)]]);
+        lease.commit().unwrap();
+        assert!(!lease.in_transaction());
+        lease.execute("INSERT INTO t VALUES (2)", &[]).unwrap();
+        lease.close(); // uncommitted: rolled back
+        assert_eq!(rows(&p, "SELECT count(*) FROM t"), vec![vec![Value::Integer(1)]]);
+        assert_eq!(lease.execute("SELECT 1", &[]).unwrap_err().kind, ErrorKind::Programming);
+    }
+
+    #[test]
+    fn lease_reports_rows_and_rejects_misuse() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        let lease = p.lease(Duration::from_secs(1)).unwrap();
+        let out = lease.execute("SELECT 1 AS one, 'x' AS two", &[]).unwrap();
+        assert_eq!(out.columns, vec!["one", "two"]);
+        assert_eq!(out.rows, vec![vec![Value::Integer(1), Value::Text("x".into())]]);
+        assert_eq!(out.rowcount, -1);
+        let err = lease.execute("SELECT ?", &[]).unwrap_err();
+        assert!(err.message.starts_with("Incorrect number of bindings supplied"), "{}", err.message);
+        let err = lease.execute("SELECT 1; SELECT 2", &[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Programming);
+    }
+
+    #[test]
+    fn bundled_sqlite_has_jsonb() {
+        let v: Vec<u32> = sqlite_version().split('.').map(|x| x.parse().unwrap()).collect();
+        assert!(v[0] > 3 || (v[0] == 3 && v[1] >= 45), "{}", sqlite_version());
+    }
+}

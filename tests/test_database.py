@@ -1,0 +1,437 @@
+"""The database component: crewai's SQLite stores on pooled Rust connections.
+
+Real files, real threads, real processes. Files written by one backend are
+read by the other, in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crewai_rust
+from crewai_rust import database
+
+from conftest import run_python
+
+
+@pytest.fixture(autouse=True)
+def fresh_pools() -> Any:
+    database.close_pools()
+    yield
+    database.close_pools()
+
+
+def use_backend(name: str) -> None:
+    crewai_rust.configure_rust_components(database=(name == "rust"))
+
+
+OTHER = {"python": "rust", "rust": "python"}
+
+
+# --------------------------------------------------------------------------- the connection object
+
+
+def test_connect_uses_the_pool_only_when_the_component_is_rust(tmp_path: Path) -> None:
+    use_backend("rust")
+    assert isinstance(database.connect(tmp_path / "a.db"), database.Connection)
+    use_backend("python")
+    assert isinstance(database.connect(tmp_path / "a.db"), sqlite3.Connection)
+
+
+@pytest.mark.parametrize("target", [":memory:", "", "file:x.db?mode=memory"])
+def test_unpoolable_targets_fall_back_to_sqlite3(target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    use_backend("rust")
+    conn = database.connect(target)
+    assert isinstance(conn, sqlite3.Connection)
+    conn.close()
+
+
+def test_extra_sqlite3_arguments_fall_back_to_sqlite3(tmp_path: Path) -> None:
+    use_backend("rust")
+    conn = database.connect(tmp_path / "x.db", check_same_thread=False)
+    assert isinstance(conn, sqlite3.Connection)
+    conn.close()
+
+
+def test_instrumented_sqlite3_connect_sees_every_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_backend("rust")
+    seen: list[Any] = []
+    real = sqlite3.connect
+
+    def spy(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        seen.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    conn = database.connect(tmp_path / "spied.db", timeout=1)
+    assert isinstance(conn, sqlite3.Connection)
+    assert seen == [tmp_path / "spied.db"]
+    conn.close()
+
+
+def test_sqlite3_transaction_semantics(tmp_path: Path) -> None:
+    use_backend("rust")
+    path = tmp_path / "tx.db"
+    conn = database.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    assert not conn.in_transaction
+    cur = conn.execute("INSERT INTO t (v) VALUES (?)", ("a",))
+    assert (cur.rowcount, cur.lastrowid) == (1, 1)
+    assert conn.in_transaction  # implicit BEGIN before DML, as sqlite3 does
+    with sqlite3.connect(path) as other:  # another connection does not see it yet
+        assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    conn.commit()
+    with conn:
+        conn.execute("INSERT INTO t (v) VALUES ('b')")
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"), conn:
+        conn.execute("INSERT INTO t (v) VALUES ('c')")
+        conn.execute("INSERT INTO t (v) VALUES (NULL)")
+    conn.execute("INSERT INTO t (v) VALUES ('d')")
+    conn.close()  # uncommitted 'd' is rolled back, as sqlite3's close does
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        conn.execute("SELECT 1")
+    check = database.connect(path)
+    cur = check.execute("SELECT v FROM t ORDER BY id")
+    assert [d[0] for d in cur.description] == ["v"]
+    assert cur.fetchall() == [("a",), ("b",)]
+    assert check.execute("SELECT v FROM t").fetchone() == ("a",)
+    check.close()
+
+
+def test_values_round_trip_like_sqlite3(tmp_path: Path) -> None:
+    use_backend("rust")
+    conn = database.connect(tmp_path / "v.db")
+    conn.execute("CREATE TABLE t (a, b, c, d, e, f)")
+    row = (None, 2**62, 1.25, "héllo ✓", b"\x00\xff", True)
+    conn.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", row)
+    conn.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", (None, None, None, None, bytearray(b"ab"), memoryview(b"cd")))
+    conn.commit()
+    rows = conn.execute("SELECT * FROM t").fetchall()
+    assert rows[0] == (None, 2**62, 1.25, "héllo ✓", b"\x00\xff", 1)
+    assert rows[1][4:] == (b"ab", b"cd")
+    conn.close()
+
+
+def test_bad_parameters_get_sqlite3_errors(tmp_path: Path) -> None:
+    use_backend("rust")
+    conn = database.connect(tmp_path / "bad.db")
+    conn.execute("CREATE TABLE t (a)")
+    with pytest.raises(sqlite3.ProgrammingError, match="Error binding parameter 1: type 'dict' is not supported"):
+        conn.execute("INSERT INTO t VALUES (?)", ({"x": 1},))
+    with pytest.raises(OverflowError, match="too large"):
+        conn.execute("INSERT INTO t VALUES (?)", (2**70,))
+    with pytest.raises(sqlite3.ProgrammingError, match="Incorrect number of bindings"):
+        conn.execute("INSERT INTO t VALUES (?)", ())
+    with pytest.raises(sqlite3.ProgrammingError, match="one statement at a time"):
+        conn.execute("SELECT 1; SELECT 2")
+    with pytest.raises(sqlite3.OperationalError, match="no such table: missing"):
+        conn.execute("SELECT * FROM missing")
+    with pytest.raises(UnicodeEncodeError):
+        conn.execute("INSERT INTO t VALUES (?)", ("\ud800",))
+    conn.close()
+
+
+def test_corrupt_file_is_a_clear_error_and_is_not_overwritten(tmp_path: Path) -> None:
+    use_backend("rust")
+    path = tmp_path / "corrupt.db"
+    junk = b"this is not a database" * 500
+    path.write_bytes(junk)
+    with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
+        database.connect(path)
+    assert path.read_bytes() == junk
+
+
+def test_missing_directory_is_sqlite3s_error(tmp_path: Path) -> None:
+    use_backend("rust")
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        database.connect(tmp_path / "no" / "such" / "dir.db")
+
+
+def test_file_removed_while_pooled_is_recreated(tmp_path: Path) -> None:
+    use_backend("rust")
+    path = tmp_path / "gone.db"
+    with database.connect(path) as conn:
+        conn.execute("CREATE TABLE t (v)")
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = database.connect(path)
+    conn.execute("CREATE TABLE t (v)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (1,)
+
+
+def test_close_pools_releases_the_file(tmp_path: Path) -> None:
+    use_backend("rust")
+    path = tmp_path / "closed.db"
+    conn = database.connect(path)
+    conn.execute("CREATE TABLE t (v)")
+    conn.close()
+    database.close_pools(path)
+    # A new pool opens on the next connect.
+    conn = database.connect(path)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    conn.close()
+
+
+# --------------------------------------------------------------------------- crewai's three stores
+
+
+def _kickoff_storage(path: Path) -> Any:
+    from crewai.memory.storage.kickoff_task_outputs_storage import KickoffTaskOutputsSQLiteStorage
+
+    return KickoffTaskOutputsSQLiteStorage(str(path))
+
+
+def _task(n: int) -> Any:
+    from crewai import Task
+
+    return Task(description=f"task {n}", expected_output=f"output {n}")
+
+
+@pytest.mark.parametrize("writer", ["python", "rust"])
+def test_kickoff_outputs_written_by_one_backend_are_read_by_the_other(tmp_path: Path, writer: str) -> None:
+    path = tmp_path / "kickoff.db"
+    use_backend(writer)
+    storage = _kickoff_storage(path)
+    tasks = [_task(i) for i in range(3)]
+    for i, task in enumerate(tasks):
+        storage.add(task, {"raw": f"r{i}", "n": i}, i, inputs={"topic": "x"})
+    storage.update(1, output={"raw": "changed"}, was_replayed=True)
+    written = storage.load()
+
+    use_backend(OTHER[writer])
+    read = _kickoff_storage(path).load()
+    assert read == written
+    assert [row["output"] for row in read] == [{"raw": "r0", "n": 0}, {"raw": "changed"}, {"raw": "r2", "n": 2}]
+    assert [row["was_replayed"] for row in read] == [0, 1, 0]
+    assert read[0]["task_id"] == str(tasks[0].id)
+    # And the reader can keep writing to the same file.
+    _kickoff_storage(path).delete_all()
+    use_backend(writer)
+    assert _kickoff_storage(path).load() == []
+
+
+def test_kickoff_storage_errors_are_upstreams(tmp_path: Path) -> None:
+    from crewai.utilities.errors import DatabaseOperationError
+
+    use_backend("rust")
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(DatabaseOperationError, match="Database initialization error: file is not a database"):
+        _kickoff_storage(path)
+    assert path.read_bytes() == b"garbage" * 1000
+
+
+def _flow_persistence(path: Path) -> Any:
+    from crewai.flow.persistence.sqlite import SQLiteFlowPersistence
+
+    return SQLiteFlowPersistence(str(path))
+
+
+def _feedback_context(flow_id: str) -> Any:
+    from crewai.flow.async_feedback.types import PendingFeedbackContext
+
+    return PendingFeedbackContext(
+        flow_id=flow_id, flow_class="tests.Flow", method_name="review",
+        method_output="draft", message="Please review",
+    )
+
+
+@pytest.mark.parametrize("writer", ["python", "rust"])
+def test_flow_states_written_by_one_backend_are_read_by_the_other(tmp_path: Path, writer: str) -> None:
+    path = tmp_path / "flows.db"
+    use_backend(writer)
+    persistence = _flow_persistence(path)
+    persistence.save_state("f1", "start", {"step": 1, "text": "é" * 100})
+    persistence.save_state("f1", "next", {"step": 2, "nested": {"a": [1, 2, None]}})
+    persistence.save_pending_feedback("f2", _feedback_context("f2"), {"step": 9})
+
+    use_backend(OTHER[writer])
+    other = _flow_persistence(path)
+    assert other.load_state("f1") == {"step": 2, "nested": {"a": [1, 2, None]}}
+    state, context = other.load_pending_feedback("f2")
+    assert state == {"step": 9} and context.method_name == "review"
+    other.clear_pending_feedback("f2")
+    other.save_state("f1", "last", {"step": 3})
+
+    use_backend(writer)
+    assert _flow_persistence(path).load_pending_feedback("f2") is None
+    assert _flow_persistence(path).load_state("f1") == {"step": 3}
+
+
+def test_flow_state_that_cannot_be_serialized_writes_nothing(tmp_path: Path) -> None:
+    use_backend("rust")
+    persistence = _flow_persistence(tmp_path / "flows.db")
+    persistence.save_state("f1", "start", {"ok": True})
+    with pytest.raises(ValueError, match="state_data must be either a Pydantic BaseModel or dict"):
+        persistence.save_state("f1", "bad", ["not", "a", "dict"])  # type: ignore[arg-type]
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    with pytest.raises(ValueError, match="Circular reference"):
+        persistence.save_state("f1", "bad", circular)
+    assert persistence.load_state("f1") == {"ok": True}
+
+
+def test_flow_persistence_on_a_corrupt_file_fails_without_overwriting(tmp_path: Path) -> None:
+    use_backend("rust")
+    path = tmp_path / "flows.db"
+    path.write_bytes(b"\x00junk" * 2000)
+    with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
+        _flow_persistence(path)
+    assert path.read_bytes() == b"\x00junk" * 2000
+
+
+def _provider() -> Any:
+    from crewai.state.provider.sqlite_provider import SqliteProvider
+
+    return SqliteProvider()
+
+
+_HAS_SYSTEM_JSONB = sqlite3.sqlite_version_info >= (3, 45)
+
+
+def test_checkpoints_work_on_the_rust_backend_whatever_the_system_sqlite(tmp_path: Path) -> None:
+    use_backend("rust")
+    provider = _provider()
+    db = str(tmp_path / "cp" / "checkpoints.db")
+    payload = json.dumps({"tasks": [{"i": i, "text": "x" * 50} for i in range(20)]})
+    first = provider.checkpoint(payload, db)
+    second = provider.checkpoint(payload, db, parent_id=provider.extract_id(first))
+    assert json.loads(provider.from_checkpoint(second)) == json.loads(payload)
+    assert provider.prune(db, 1) == 1
+    with pytest.raises(ValueError, match="Checkpoint not found"):
+        provider.from_checkpoint(first)
+
+
+async def _async_round_trip(db: str, payload: str) -> str:
+    provider = _provider()
+    location = await provider.acheckpoint(payload, db, branch="b")
+    return await provider.afrom_checkpoint(location)
+
+
+def test_async_checkpoints_on_the_rust_backend(tmp_path: Path) -> None:
+    import asyncio
+
+    use_backend("rust")
+    payload = json.dumps({"a": [1, 2, 3]})
+    assert json.loads(asyncio.run(_async_round_trip(str(tmp_path / "a.db"), payload))) == {"a": [1, 2, 3]}
+
+
+@pytest.mark.skipif(not _HAS_SYSTEM_JSONB, reason=f"system SQLite {sqlite3.sqlite_version} lacks jsonb (needs 3.45)")
+@pytest.mark.parametrize("writer", ["python", "rust"])
+def test_checkpoints_cross_backends(tmp_path: Path, writer: str) -> None:
+    db = str(tmp_path / "checkpoints.db")
+    use_backend(writer)
+    location = _provider().checkpoint('{"k": 1}', db)
+    use_backend(OTHER[writer])
+    assert json.loads(_provider().from_checkpoint(location)) == {"k": 1}
+
+
+def test_checkpoint_without_jsonb_fails_on_the_python_backend_only() -> None:
+    if _HAS_SYSTEM_JSONB:
+        pytest.skip("the system SQLite has jsonb")
+    use_backend("python")
+    with pytest.raises(sqlite3.OperationalError, match="no such function: jsonb"):
+        _provider().checkpoint("{}", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"cp-{os.getpid()}.db"))
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_threads_writing_one_store_lose_nothing(tmp_path: Path) -> None:
+    use_backend("rust")
+    path = tmp_path / "flows.db"
+    persistence = _flow_persistence(path)
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            for i in range(40):
+                persistence.save_state(f"flow-{t}", f"m{i}", {"t": t, "i": i})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM flow_states").fetchone() == (320,)
+    for t in range(8):
+        assert persistence.load_state(f"flow-{t}") == {"t": t, "i": 39}
+
+
+_PROCESS_WRITER = """
+import sys
+import crewai_rust
+crewai_rust.configure_rust_components(database={backend!r} == "rust")
+from crewai.memory.storage.kickoff_task_outputs_storage import KickoffTaskOutputsSQLiteStorage
+from crewai.flow.persistence.sqlite import SQLiteFlowPersistence
+from crewai import Task
+flows = SQLiteFlowPersistence({flows!r})
+kickoff = KickoffTaskOutputsSQLiteStorage({kickoff!r})
+for i in range(60):
+    flows.save_state("proc-{name}", f"m{{i}}", {{"i": i}})
+    kickoff.add(Task(description="d", expected_output="e"), {{"i": i}}, {offset} + i)
+print("done")
+"""
+
+
+def test_two_processes_on_different_backends_write_one_store(tmp_path: Path) -> None:
+    flows, kickoff = str(tmp_path / "flows.db"), str(tmp_path / "kickoff.db")
+    codes = [
+        _PROCESS_WRITER.format(backend=backend, flows=flows, kickoff=kickoff, name=backend, offset=offset)
+        for backend, offset in (("rust", 0), ("python", 1000))
+    ]
+    env = {"CREWAI_STORAGE_DIR": str(tmp_path)}
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda code: run_python(code, env=env), codes))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "done"
+    with sqlite3.connect(flows) as check:
+        assert check.execute("SELECT count(*) FROM flow_states").fetchone() == (120,)
+    with sqlite3.connect(kickoff) as check:
+        assert check.execute("SELECT count(*) FROM latest_kickoff_task_outputs").fetchone() == (120,)
+    use_backend("rust")
+    assert _flow_persistence(Path(flows)).load_state("proc-python") == {"i": 59}
+    assert _flow_persistence(Path(flows)).load_state("proc-rust") == {"i": 59}
+
+
+def test_status_reports_the_database_component_on_rust() -> None:
+    assert crewai_rust.component_status()["database"].backend == "rust"
+    result = run_python("import crewai_rust; print(crewai_rust.component_status()['database'].backend)",
+                        env={"CREWAI_RUST_DATABASE": "0"})
+    assert result.stdout.strip() == "python"
+
+
+def test_execution_log_update_does_not_reload_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crewai.utilities.task_output_storage_handler import TaskOutputStorageHandler
+
+    monkeypatch.setenv("CREWAI_STORAGE_DIR", str(tmp_path))
+    use_backend("rust")
+    handler = TaskOutputStorageHandler()
+    handler.storage = _kickoff_storage(tmp_path / "log.db")
+    loads: list[int] = []
+    real_load = handler.storage.load
+    monkeypatch.setattr(handler.storage, "load", lambda: loads.append(1) or real_load())
+    task = _task(0)
+    for i in range(5):
+        handler.update(i, {"task": task, "output": {"raw": i}, "task_index": i, "inputs": {}, "was_replayed": False})
+    assert loads == []
+    assert len(real_load()) == 1  # same task id: INSERT OR REPLACE keeps one row
