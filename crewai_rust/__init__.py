@@ -59,6 +59,24 @@ __all__ = [
     "clear_rust_component_overrides",
     "component_status",
     "configure_rust_components",
+    "fork_version",
     "native_import_error",
     "use_rust",
 ]
+
+
+def fork_version(upstream_version: str) -> str:
+    """The installed distribution's version (``<upstream>+rust.N``) for ``crewai.__version__``.
+
+    ``importlib.metadata.version("crewai")`` (what crewai's CLI and checkpoints
+    report) and ``crewai.__version__`` then agree. Falls back to
+    ``upstream_version`` when the installed metadata is not this fork's build
+    of that release (a source checkout, say).
+    """
+    import importlib.metadata
+
+    try:
+        installed = importlib.metadata.version("crewai")
+    except importlib.metadata.PackageNotFoundError:
+        return upstream_version
+    return installed if installed.startswith(f"{upstream_version}+rust.") else upstream_version

@@ -26,7 +26,15 @@ import time
 
 
 HARNESS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(HARNESS_DIR))
+from conftest import read_deselect_file  # noqa: E402  (inert outside a tests/ root)
+
 DESELECT_FILE = HARNESS_DIR / "deselected.txt"
+PYTHON_OLD_SQLITE_FILE = HARNESS_DIR / "python-backend-old-sqlite.txt"
+LIST_OPTIONS = [
+    f"--upstream-deselect-file={DESELECT_FILE}",
+    f"--upstream-python-old-sqlite-file={PYTHON_OLD_SQLITE_FILE}",
+]
 COPIED_FILES = ("conftest.py", "pytest.ini")
 
 # Mirrors upstream's root pytest addopts, with a fixed worker count.
@@ -81,51 +89,34 @@ def materialize(root: Path) -> None:
         shutil.copyfile(HARNESS_DIR / name, root / name)
 
 
-def read_entries() -> list[str]:
-    entries = []
-    for line in DESELECT_FILE.read_text(encoding="utf-8").splitlines():
-        entry = re.split(r"\s{2,}#", line.strip(), maxsplit=1)[0].strip()
-        if entry and not entry.startswith("#"):
-            entries.append(entry)
-    return entries
+def _pytest(root: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pytest", "-c", str(root / "pytest.ini"), "--rootdir", str(root), *args,
+    ]
 
 
 def check_deselect_list(root: Path) -> int:
-    """Collect only the modules named in deselected.txt, in one process.
+    """Collect only the modules named in the lists, in one process.
 
     The conftest raises a usage error (exit code 4) if an entry's module is
     gone or an entry's node id is not among the module's collected items.
     """
-    entries = read_entries()
+    entries = read_deselect_file(DESELECT_FILE) + read_deselect_file(PYTHON_OLD_SQLITE_FILE)
     files = sorted({e.split("::", 1)[0] for e in entries if "::" in e})
     missing = sorted({e.split("::", 1)[0] for e in entries if not (root / e.split("::", 1)[0]).exists()})
     if missing:
-        print("run_upstream: deselected.txt names files that do not exist:", *missing, sep="\n  ")
+        print("run_upstream: the lists name files that do not exist:", *missing, sep="\n  ")
         return 4
     if not files:
         return 0
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-c",
-        str(root / "pytest.ini"),
-        "--rootdir",
-        str(root),
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:cacheprovider",
-        "--import-mode=importlib",
-        "--collect-only",
-        "-q",
-        f"--upstream-deselect-file={DESELECT_FILE}",
-        *files,
-    ]
+    cmd = _pytest(
+        root, "-p", "no:randomly", "-p", "no:cacheprovider", "--import-mode=importlib",
+        "--collect-only", "-q", *LIST_OPTIONS, *files,
+    )
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, errors="replace")
     if proc.returncode not in (0, 5):
         print(proc.stdout[-5000:], proc.stderr[-5000:], sep="\n")
-        print(f"run_upstream: deselected.txt check failed (exit {proc.returncode})")
+        print(f"run_upstream: list check failed (exit {proc.returncode})")
         return proc.returncode
     return 0
 
@@ -135,21 +126,12 @@ def main(argv: list[str]) -> int:
     root = args.root.resolve()
     materialize(root)
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-c",
-        str(root / "pytest.ini"),
-        "--rootdir",
-        str(root),
-        *BASE_ARGS,
-    ]
+    cmd = _pytest(root, *BASE_ARGS)
     if not args.no_deselect:
         rc = check_deselect_list(root)
         if rc:
             return rc
-        cmd.append(f"--upstream-deselect-file={DESELECT_FILE}")
+        cmd += LIST_OPTIONS
     cmd += extra
 
     print("run_upstream:", " ".join(cmd), f"(cwd={root})", flush=True)
