@@ -81,10 +81,27 @@ class PatchConflict(PatchToolError):
 
 
 @dataclasses.dataclass(frozen=True)
+class FixturesPin:
+    """Test data upstream's tests read from a sibling package of its monorepo.
+
+    The crewai sdist's multimodal tests open ``../crewai-files/tests/fixtures``
+    relative to their package's directory; that data ships in the
+    crewai-files sdist of the same release.
+    """
+
+    package: str
+    version: str
+    sha256: str
+    source: str  # directory inside that sdist, e.g. "tests/fixtures"
+    target: str  # directory under upstream-tests/, e.g. "crewai-files/tests/fixtures"
+
+
+@dataclasses.dataclass(frozen=True)
 class Pin:
     package: str
     version: str
     sha256: str
+    fixtures: FixturesPin | None = None
 
     @property
     def sdist_name(self) -> str:
@@ -134,11 +151,15 @@ class Layout:
         return self.root / pin.package
 
     @property
-    def tests_dir(self) -> Path:
-        return self.root / "upstream-tests" / "tests"
+    def tests_root(self) -> Path:
+        """Laid out like upstream's monorepo: ``<package>/tests`` beside its sibling packages' data."""
+        return self.root / "upstream-tests"
+
+    def tests_dir(self, pin: Pin) -> Path:
+        return self.tests_root / pin.package / "tests"
 
     def tracked_paths(self, pin: Pin) -> list[str]:
-        return [pin.package, "upstream-tests/tests"]
+        return [pin.package, self.tests_dir(pin).relative_to(self.root).as_posix()]
 
 
 # --------------------------------------------------------------------------- pin/series
@@ -147,13 +168,17 @@ class Layout:
 def read_pin(layout: Layout) -> Pin:
     try:
         data = json.loads(layout.pin_file.read_text())
-        return Pin(package=data["package"], version=data["version"], sha256=data["sha256"])
+        fixtures = FixturesPin(**data["fixtures"]) if data.get("fixtures") else None
+        return Pin(package=data["package"], version=data["version"], sha256=data["sha256"], fixtures=fixtures)
     except (OSError, ValueError, KeyError) as exc:
         raise PatchToolError(f"cannot read the upstream pin {layout.pin_file}: {exc}") from exc
 
 
 def write_pin(layout: Layout, pin: Pin) -> None:
-    layout.pin_file.write_text(json.dumps(dataclasses.asdict(pin), indent=2) + "\n")
+    data = dataclasses.asdict(pin)
+    if pin.fixtures is None:
+        del data["fixtures"]
+    layout.pin_file.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def read_series(layout: Layout) -> list[str]:
@@ -195,7 +220,8 @@ def fetch_sdist(layout: Layout, package: str, version: str, sha256: str | None) 
                 "--no-binary", ":all:", "--dest", tmp, f"{package}=={version}",
             ]
             result = subprocess.run(cmd, capture_output=True, text=True)
-            got = list(Path(tmp).glob(f"{package}-{version}.tar.gz"))
+            # pip names the file after the normalized project name (crewai_files-...).
+            got = list(Path(tmp).glob("*.tar.gz"))
             if result.returncode != 0 or not got:
                 raise PatchToolError(
                     f"cannot download the {package}=={version} sdist:\n{result.stderr.strip()}"
@@ -356,23 +382,43 @@ def _read_stamp(layout: Layout) -> dict[str, str]:
         return {}
 
 
+def _materialize_fixtures(layout: Layout, fixtures: FixturesPin) -> None:
+    sdist, _ = fetch_sdist(layout, fixtures.package, fixtures.version, fixtures.sha256)
+    target = layout.tests_root / fixtures.target
+    prefix = fixtures.source.strip("/") + "/"
+    with tarfile.open(sdist) as tar:
+        members = []
+        for member in tar.getmembers():
+            _, _, inner = member.name.partition("/")  # drop the sdist's top directory
+            if inner.startswith(prefix) and member.isfile():
+                member.name = inner[len(prefix):]
+                members.append(member)
+        if not members:
+            raise PatchToolError(f"{sdist.name} has no {fixtures.source}/ directory")
+        target.mkdir(parents=True, exist_ok=True)
+        tar.extractall(target, members=members, filter="data")
+
+
 def materialize_base(layout: Layout, pin: Pin, sdist: Path) -> None:
     """Replace the generated trees with the pristine sdist and commit it as the queue's base."""
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layout.state_dir) as tmp:
         top = _extract_sdist(sdist, pin, Path(tmp))
         package_dir = layout.package_dir(pin)
-        for old in (package_dir, layout.tests_dir, layout.git_dir):
+        for old in (package_dir, layout.tests_root, layout.git_dir):
             if old.exists():
                 shutil.rmtree(old)
-        layout.tests_dir.parent.mkdir(parents=True, exist_ok=True)
+        tests_dir = layout.tests_dir(pin)
+        tests_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(top / "src" / pin.package), package_dir)
         if (top / "tests").is_dir():
-            shutil.move(str(top / "tests"), layout.tests_dir)
+            shutil.move(str(top / "tests"), tests_dir)
         else:
-            layout.tests_dir.mkdir()
+            tests_dir.mkdir()
         if (top / "PKG-INFO").is_file():
             shutil.copyfile(top / "PKG-INFO", layout.pkg_info_file)
+    if pin.fixtures is not None:
+        _materialize_fixtures(layout, pin.fixtures)
     layout.stamp_file.unlink(missing_ok=True)
     git(layout, "init", "--quiet", f"--initial-branch={_BRANCH}")
     git(layout, "config", "core.hooksPath", os.devnull)
@@ -638,7 +684,12 @@ def rebase(layout: Layout, version: str, sha256: str | None = None) -> RebaseRep
     old_pin = read_pin(layout)
     series = read_series(layout)
     sdist, actual_sha = fetch_sdist(layout, old_pin.package, version, sha256)
-    new_pin = Pin(package=old_pin.package, version=version, sha256=actual_sha)
+    fixtures = None
+    if old_pin.fixtures is not None:
+        # The sibling package is released in lockstep with upstream.
+        _, fixtures_sha = fetch_sdist(layout, old_pin.fixtures.package, version, None)
+        fixtures = dataclasses.replace(old_pin.fixtures, version=version, sha256=fixtures_sha)
+    new_pin = Pin(package=old_pin.package, version=version, sha256=actual_sha, fixtures=fixtures)
     conflicts: list[PatchConflict] = []
     applied: list[str] = []
     with tempfile.TemporaryDirectory(prefix="patches-rebase-") as tmp:

@@ -77,12 +77,47 @@ def add_patch(layout: tool.Layout, old: str = "line 10\n", new: str = "line 10 h
 def test_apply_materializes_and_is_idempotent(repo: tool.Layout) -> None:
     assert tool.apply(repo) is True
     assert (repo.root / "tiny" / "mod.py").read_text() == MODULE_V1
-    assert (repo.root / "upstream-tests" / "tests" / "test_tiny.py").is_file()
+    assert (repo.root / "upstream-tests" / "tiny" / "tests" / "test_tiny.py").is_file()
     assert tool.apply(repo) is False
     # Byte caches and the harness' own files in the generated trees are not edits.
     (repo.root / "tiny" / "__pycache__").mkdir()
     (repo.root / "tiny" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"x")
     assert tool.pending_edits(repo, tool.read_pin(repo)) == []
+
+
+def make_fixtures_sdist(cache: Path, version: str) -> str:
+    top = f"tiny_files-{version}"
+    with tarfile.open(cache / f"tiny-files-{version}.tar.gz", "w:gz") as tar:
+        for name, data in {f"{top}/tests/fixtures/pic.png": b"\x89PNG fake", f"{top}/src/x.py": b""}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return tool._sha256(cache / f"tiny-files-{version}.tar.gz")
+
+
+def _pin_fixtures(repo: tool.Layout, sha: str) -> None:
+    pin = json.loads(repo.pin_file.read_text())
+    pin["fixtures"] = {"package": "tiny-files", "version": "1.0", "sha256": sha,
+                       "source": "tests/fixtures", "target": "tiny-files/tests/fixtures"}
+    repo.pin_file.write_text(json.dumps(pin))
+
+
+def test_apply_materializes_pinned_test_fixtures_beside_the_tests(repo: tool.Layout) -> None:
+    _pin_fixtures(repo, make_fixtures_sdist(repo.cache_dir, "1.0"))
+    tool.apply(repo)
+    fixture = repo.root / "upstream-tests" / "tiny-files" / "tests" / "fixtures" / "pic.png"
+    assert fixture.read_bytes() == b"\x89PNG fake"
+    # Where the tests look for it: <tests>/../../tiny-files/tests/fixtures.
+    tests_dir = repo.root / "upstream-tests" / "tiny" / "tests"
+    assert (tests_dir.parent.parent / "tiny-files" / "tests" / "fixtures" / "pic.png").exists()
+    assert tool.pending_edits(repo, tool.read_pin(repo)) == []
+
+
+def test_fixtures_sha256_mismatch_is_refused(repo: tool.Layout) -> None:
+    make_fixtures_sdist(repo.cache_dir, "1.0")
+    _pin_fixtures(repo, "0" * 64)
+    with pytest.raises(tool.PatchToolError, match="sha256 mismatch for tiny-files-1.0.tar.gz"):
+        tool.apply(repo)
 
 
 def test_local_edits_are_protected_until_forced(repo: tool.Layout) -> None:
@@ -279,5 +314,7 @@ def test_rebase_onto_a_real_other_release(tmp_path: Path) -> None:
     assert tool.read_pin(scratch).version == "1.15.29"
     assert len(tool.read_pin(scratch).sha256) == 64
     assert 'version = "1.15.29+rust.1"' in (copy / "pyproject.toml").read_text()
+    fixtures = tool.read_pin(scratch).fixtures
+    assert fixtures is not None and fixtures.version == "1.15.29" and len(fixtures.sha256) == 64
     assert tool.check(scratch) == []
     assert layout.pin_file.read_text() == pin_before
