@@ -261,13 +261,13 @@ impl SqliteConnection {
     }
 
     #[getter]
-    fn in_transaction(&self) -> bool {
-        self.lease.lock().unwrap_or_else(|p| p.into_inner()).in_transaction()
+    fn in_transaction(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with_lease(py, |lease| Ok(lease.in_transaction()))
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        self.lease.lock().unwrap_or_else(|p| p.into_inner()).is_closed()
+    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with_lease(py, |lease| Ok(lease.is_closed()))
     }
 }
 
