@@ -69,31 +69,33 @@ def _same_kickoff_files(python_store: Any, rust_store: Any) -> Callable[[Any, An
     return check
 
 
+def _kickoff_write_cases(quick: bool, label: str, write: Callable[[Any, list[Any], int], None]) -> Iterator[Case]:
+    for rows in (10, 100) if quick else (10, 100, 1000):
+        py, rs, tasks = _kickoff_pair(label, rows)
+        yield Case(
+            f"{rows} rows",
+            _on("python", lambda py=py, tasks=tasks, rows=rows: write(py, tasks, rows)),
+            _on("rust", lambda rs=rs, tasks=tasks, rows=rows: write(rs, tasks, rows)),
+            _same_kickoff_files(py, rs),
+        )
+
+
 @workload("database.kickoff_add", component="database",
           description="KickoffTaskOutputsSQLiteStorage.add (INSERT OR REPLACE) into a store of N rows")
 def kickoff_add_cases(quick: bool) -> Iterator[Case]:
-    for rows in (10, 100) if quick else (10, 100, 1000):
-        py, rs, tasks = _kickoff_pair("add", rows)
-        task = tasks[rows // 2]
+    def add(store: Any, tasks: list[Any], rows: int) -> None:
+        store.add(tasks[rows // 2], {"raw": "replaced", "n": -1}, rows // 2, inputs={"topic": "bench"})
 
-        def add(store: Any, task: Any = task, rows: int = rows) -> None:
-            store.add(task, {"raw": "replaced", "n": -1}, rows // 2, inputs={"topic": "bench"})
-
-        yield Case(f"{rows} rows", _on("python", lambda py=py: add(py)), _on("rust", lambda rs=rs: add(rs)),
-                   _same_kickoff_files(py, rs))
+    return _kickoff_write_cases(quick, "add", add)
 
 
 @workload("database.kickoff_update", component="database",
           description="KickoffTaskOutputsSQLiteStorage.update of one task_index in a store of N rows")
 def kickoff_update_cases(quick: bool) -> Iterator[Case]:
-    for rows in (10, 100) if quick else (10, 100, 1000):
-        py, rs, _ = _kickoff_pair("update", rows)
+    def update(store: Any, tasks: list[Any], rows: int) -> None:
+        store.update(rows - 1, output={"raw": "updated"}, was_replayed=True)
 
-        def update(store: Any, rows: int = rows) -> None:
-            store.update(rows - 1, output={"raw": "updated"}, was_replayed=True)
-
-        yield Case(f"{rows} rows", _on("python", lambda py=py: update(py)), _on("rust", lambda rs=rs: update(rs)),
-                   _same_kickoff_files(py, rs))
+    return _kickoff_write_cases(quick, "update", update)
 
 
 @workload("database.kickoff_load", component="database",
