@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -340,12 +339,12 @@ def test_checkpoints_cross_backends(tmp_path: Path, writer: str) -> None:
     assert json.loads(_provider().from_checkpoint(location)) == {"k": 1}
 
 
-def test_checkpoint_without_jsonb_fails_on_the_python_backend_only() -> None:
+def test_checkpoint_without_jsonb_fails_on_the_python_backend_only(tmp_path: Path) -> None:
     if _HAS_SYSTEM_JSONB:
         pytest.skip("the system SQLite has jsonb")
     use_backend("python")
     with pytest.raises(sqlite3.OperationalError, match="no such function: jsonb"):
-        _provider().checkpoint("{}", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"cp-{os.getpid()}.db"))
+        _provider().checkpoint("{}", str(tmp_path / "cp.db"))
 
 
 # --------------------------------------------------------------------------- concurrency
