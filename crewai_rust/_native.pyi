@@ -1,5 +1,6 @@
 """Type stub of the native module built from rust/ (see rust/src/python.rs)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 class RustPanicError(RuntimeError):
@@ -13,3 +14,35 @@ def batch_dedup_flags(vectors: list[list[float]], threshold: float) -> list[bool
 
 def _panic_for_tests(message: str, release_gil: bool = False) -> None:
     """Panics on purpose (tests of the panic guard)."""
+
+def sqlite_version() -> str:
+    """Version of the SQLite library bundled into the native module (>= 3.45, with jsonb)."""
+
+class SqlitePool:
+    """Pooled connections to one SQLite file (WAL, busy timeout, statement cache)."""
+
+    def __init__(self, path: str, busy_timeout: float = 5.0, max_idle: int = 8) -> None: ...
+    def connect(self, busy_timeout: float = 5.0) -> SqliteConnection:
+        """Check out a connection; it returns to the pool on close()."""
+    def close(self) -> None:
+        """Close every pooled connection; later connects raise sqlite3.ProgrammingError."""
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+
+class SqliteConnection:
+    """One pooled connection with sqlite3's implicit-transaction rules; raises sqlite3's exceptions."""
+
+    def execute(
+        self, sql: str, parameters: Sequence[Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]], int, int]:
+        """Run one statement: (column names, rows, rowcount, lastrowid)."""
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None:
+        """Roll back what is uncommitted and return the connection to its pool."""
+    @property
+    def in_transaction(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
