@@ -126,3 +126,14 @@ def test_batch_dedup_bad_input_is_a_clear_error() -> None:
         _native.batch_dedup_flags([["x"]], 0.5)  # type: ignore[list-item]
     with pytest.raises(TypeError):
         _native.batch_dedup_flags("not vectors", 0.5)  # type: ignore[arg-type]
+
+
+def test_type_stub_matches_the_native_module() -> None:
+    import ast
+    from pathlib import Path
+
+    stub = Path(_native.__file__).with_name("_native.pyi")
+    tree = ast.parse(stub.read_text())
+    declared = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    exported = {name for name in dir(_native) if not name.startswith("__")}
+    assert declared == exported
