@@ -1,6 +1,7 @@
 """Type stub of the native module built from rust/ (see rust/src/python.rs)."""
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 class RustPanicError(RuntimeError):
@@ -21,13 +22,13 @@ def sqlite_version() -> str:
 class SqlitePool:
     """Pooled connections to one SQLite file (WAL, busy timeout, statement cache)."""
 
-    def __init__(self, path: str, busy_timeout: float = 5.0, max_idle: int = 8) -> None: ...
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0, max_idle: int = 8) -> None: ...
     def connect(self, busy_timeout: float = 5.0) -> SqliteConnection:
         """Check out a connection; it returns to the pool on close()."""
     def close(self) -> None:
         """Close every pooled connection; later connects raise sqlite3.ProgrammingError."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> Path: ...
     @property
     def closed(self) -> bool: ...
 
