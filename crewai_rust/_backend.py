@@ -187,10 +187,13 @@ def configure_rust_components(
     component as it is. A runtime setting wins over its ``CREWAI_RUST_<NAME>``
     variable; ``CREWAI_RUST=0`` still wins over both.
 
-    The choice takes effect for objects created afterwards: a ``Memory`` built
-    before the call keeps the storage it chose at construction, and anything
-    already running finishes on the backend it started with. Use
-    :func:`clear_rust_component_overrides` to go back to the environment.
+    Existing objects: a component that decides at construction keeps its
+    choice (a ``Memory`` built before the call keeps its storage), and an
+    operation already running finishes on the backend it started with. The
+    database component decides per operation, since crewai's SQLite stores
+    open their connection for each call: existing stores switch at their next
+    call, on the same files. Use :func:`clear_rust_component_overrides` to go
+    back to the environment.
 
     Returns the resulting status of every component.
     """
