@@ -64,7 +64,9 @@ def _pool_key(database: object) -> str | None:
     path = os.fspath(database)
     if isinstance(path, bytes) or path in ("", ":memory:") or path.startswith("file:"):
         return None
-    return os.path.realpath(path)
+    # abspath, not realpath: no syscalls on the hot path. Two spellings of one
+    # file get two pools, which SQLite's own locking keeps consistent.
+    return os.path.abspath(path)
 
 
 def _pool_for(key: str) -> Any:
