@@ -76,6 +76,8 @@ _native_lock = threading.Lock()
 def load_native() -> ModuleType | None:
     """Import ``crewai_rust._native`` once; on failure log one line and return None."""
     global _native_module, _native_error, _native_loaded
+    if _native_loaded:  # every store operation asks; only the first import needs the lock
+        return _native_module
     with _native_lock:
         if not _native_loaded:
             try:
