@@ -26,7 +26,7 @@ MASTER_VARIABLE = "CREWAI_RUST"
 # Components whose Rust implementation has landed. A component is added here
 # by the issue that implements it, together with its hook patch and its bench
 # workload.
-IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database"})
+IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "serialization"})
 
 Setting = Literal["auto", "on", "off"]
 Backend = Literal["rust", "python"]
@@ -53,6 +53,9 @@ class ComponentNotImplementedError(RuntimeError):
 
 def component_variable(component: str) -> str:
     return f"{MASTER_VARIABLE}_{component.upper()}"
+
+
+_VARIABLES: dict[str, str] = {component: component_variable(component) for component in COMPONENTS}
 
 
 def parse_setting(variable: str, raw: object) -> Setting:
@@ -162,9 +165,27 @@ def resolve(component: str) -> ComponentStatus:
     return ComponentStatus(component, setting, source, "rust", why)
 
 
+_decisions: dict[str, tuple[tuple[object, ...], bool]] = {}
+
+
 def use_rust(component: str) -> bool:
-    """The question every hook asks: run this component on Rust now?"""
-    return resolve(component).backend == "rust"
+    """The question every hook asks: run this component on Rust now?
+
+    Hooks ask on every call (a serialization call costs a few microseconds),
+    so the answer is kept until one of its inputs changes: the two variables
+    or a runtime override. Raises like :func:`resolve`, every time.
+    """
+    inputs = (
+        os.environ.get(MASTER_VARIABLE),
+        os.environ.get(_VARIABLES[component]) if component in _VARIABLES else component,
+        _overrides.get(component),
+    )
+    decided = _decisions.get(component)
+    if decided is not None and decided[0] == inputs:
+        return decided[1]
+    on_rust = resolve(component).backend == "rust"
+    _decisions[component] = (inputs, on_rust)
+    return on_rust
 
 
 def validate_environment() -> None:

@@ -1,6 +1,6 @@
 """Type stub of the native module built from rust/ (see rust/src/python.rs)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +47,47 @@ class SqliteConnection:
     def in_transaction(self) -> bool: ...
     @property
     def closed(self) -> bool: ...
+
+class NotHandledNatively(Exception):
+    """Input the native serializer leaves to the upstream Python code."""
+
+def json_dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """json.dumps(obj, default=default), byte for byte."""
+
+def json_loads(text: str) -> Any:
+    """json.loads(text); NotHandledNatively for what CPython must decode or word."""
+
+def to_serializable(obj: Any, exclude: Collection[Any] | None = None, max_depth: int = 5) -> Any:
+    """crewai.utilities.serialization.to_serializable, value for value."""
+
+class AgentMessage:
+    """An LLM message held in Rust (crewai's LLMMessage dict as a typed value)."""
+
+    def __init__(
+        self,
+        role: str,
+        content: str | list[dict[str, Any]] | None = None,
+        *,
+        tool_call_id: str | None = None,
+        name: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        raw_tool_call_parts: list[Any] | None = None,
+    ) -> None: ...
+    @staticmethod
+    def from_dict(message: dict[str, Any]) -> AgentMessage: ...
+    @staticmethod
+    def from_json(text: str) -> AgentMessage: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def to_json(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str | list[dict[str, Any]] | None: ...
+    @property
+    def tool_call_id(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def tool_calls(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def raw_tool_call_parts(self) -> list[Any] | None: ...

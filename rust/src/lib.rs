@@ -5,8 +5,11 @@
 //! layer that maturin builds into `crewai_rust._native`.
 
 pub mod build_info;
+pub mod json;
 pub mod sqlite;
 pub mod vector;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_serialization;

@@ -27,7 +27,7 @@ create_exception!(
 /// `BaseException` that `except Exception` in crewai's own code would not
 /// catch; an ordinary `RuntimeError` subclass keeps a crew's error handling
 /// working.
-fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
@@ -285,5 +285,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add_class::<SqlitePool>()?;
     m.add_class::<SqliteConnection>()?;
+    crate::python_serialization::register(m)?;
     Ok(())
 }

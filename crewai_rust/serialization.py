@@ -1,0 +1,156 @@
+"""Serialization component: crewai's JSON and ``to_serializable`` on a Rust encoder.
+
+crewai turns the LLM message list into JSON-ready values twice per LLM call
+for its events (``crewai.utilities.serialization.to_serializable``), writes
+kickoff task outputs with ``json.dumps(..., cls=CrewJSONEncoder)``, flow
+states with ``json.dumps(..., default=...)`` and every checkpoint with
+``json.dumps``. The fork's patches send those calls here first.
+
+The Rust side walks the Python objects directly (no intermediate dicts) and
+gives **exactly** what the upstream call gives: the same text byte for byte
+(``ensure_ascii``, ``NaN``/``Infinity``, ``float.__repr__`` digits, lone
+surrogates as ``\\udXXX``), the same values, the same exceptions and messages
+(``TypeError`` for an object ``default`` cannot handle, ``ValueError`` on a
+circular reference). Input it does not reproduce itself (nesting deeper than
+its limit, an invalid document whose ``JSONDecodeError`` CPython words, text
+with lone surrogate escapes) is handed to the upstream Python code, which
+then gives the result or the error. Every function here falls back to the
+standard library or upstream crewai when the serialization component
+resolves to Python (``CREWAI_RUST_SERIALIZATION=0``, ``CREWAI_RUST=0``, or no
+native module).
+
+When the fallback runs after the native encoder has started, a ``default``
+hook or ``repr`` that already ran for part of the input runs again; both are
+expected to be free of side effects, as ``json`` assumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+from crewai_rust._backend import load_native, use_rust
+
+
+if TYPE_CHECKING:
+    from crewai.utilities.serialization import Serializable
+
+__all__ = ["AgentMessage", "dumps", "loads", "serializer_override", "to_serializable"]
+
+_JSONEncoder = json.JSONEncoder
+_encoder_classes: dict[type, bool] = {}
+_encoder_classes_lock = threading.Lock()
+
+
+def _native_on() -> Any:
+    """The native module when the serialization component runs on Rust, else None."""
+    if use_rust("serialization"):
+        return load_native()
+    return None
+
+
+def _plain_encoder_class(cls: type) -> bool:
+    """True for a JSONEncoder subclass that customizes only ``default``.
+
+    Those are the classes whose output the native encoder reproduces; one that
+    overrides ``__init__``, ``encode`` or ``iterencode`` goes to ``json.dumps``.
+    """
+    known = _encoder_classes.get(cls)
+    if known is None:
+        known = (
+            isinstance(cls, type)
+            and issubclass(cls, _JSONEncoder)
+            and cls.__init__ is _JSONEncoder.__init__
+            and cls.encode is _JSONEncoder.encode
+            and cls.iterencode is _JSONEncoder.iterencode
+        )
+        with _encoder_classes_lock:
+            _encoder_classes[cls] = known
+    return known
+
+
+def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Callable[[Any], Any] | None = None,
+          **kwargs: Any) -> str:
+    """``json.dumps(obj, cls=cls, default=default, **kwargs)``, on the Rust encoder when it can.
+
+    The native encoder takes ``json.dumps``'s defaults plus ``default=`` and
+    ``cls=`` (a ``JSONEncoder`` subclass that overrides only ``default``, such
+    as crewai's ``CrewJSONEncoder``); any other keyword argument, or the
+    component switched off, runs ``json.dumps`` itself.
+    """
+    native = _native_on()
+    if native is None or kwargs or (cls is not None and not _plain_encoder_class(cls)):
+        return json.dumps(obj, cls=cls, default=default, **kwargs)
+    hook = default
+    if cls is not None:
+        encoder = cls(default=default) if default is not None else cls()
+        hook = None if type(encoder).default is _JSONEncoder.default and default is None else encoder.default
+    try:
+        return native.json_dumps(obj, hook)
+    except native.NotHandledNatively:
+        return json.dumps(obj, cls=cls, default=default)
+
+
+def loads(s: str | bytes | bytearray, **kwargs: Any) -> Any:
+    """``json.loads(s, **kwargs)``, on the Rust decoder for a str with no keyword arguments."""
+    native = _native_on()
+    if native is None or kwargs or type(s) is not str:
+        return json.loads(s, **kwargs)
+    try:
+        return native.json_loads(s)
+    except native.NotHandledNatively:
+        return json.loads(s)
+
+
+def _upstream_to_serializable(obj: Any, exclude: set[str] | None, max_depth: int) -> Serializable:
+    from crewai.utilities.serialization import to_serializable as upstream
+
+    # A non-None _ancestors skips the fork's hook: this is upstream's own body.
+    return upstream(obj, exclude=exclude, max_depth=max_depth, _current_depth=0, _ancestors=set())
+
+
+def _native_to_serializable(obj: Any, exclude: set[str] | None = None, max_depth: int = 5) -> Serializable:
+    native = load_native()
+    try:
+        return native.to_serializable(obj, exclude, max_depth)
+    except native.NotHandledNatively:
+        return _upstream_to_serializable(obj, exclude, max_depth)
+
+
+def serializer_override() -> Callable[..., Serializable] | None:
+    """What the fork's ``to_serializable`` runs instead of its own body, or None.
+
+    Asked on every top-level call, so the component switches take effect at
+    the next call.
+    """
+    return _native_to_serializable if _native_on() is not None else None
+
+
+def to_serializable(obj: Any, exclude: set[str] | None = None, max_depth: int = 5) -> Serializable:
+    """crewai's ``to_serializable(obj, exclude, max_depth)``, on Rust when the component is on.
+
+    Same result as upstream for every input: primitives as they are, UUIDs as
+    ``str``, dates as ``isoformat()``, dataclasses, dicts (keys through str,
+    other keys as ``key_<id>_<repr>``), lists, tuples and sets as lists,
+    pydantic models through ``model_dump(mode="json")`` (then their
+    ``__dict__``, then ``repr``), ``repr`` for the rest and past
+    ``max_depth``, and ``<circular_ref:Type>`` for a container inside itself.
+    """
+    if _native_on() is not None:
+        return _native_to_serializable(obj, exclude, max_depth)
+    return _upstream_to_serializable(obj, exclude, max_depth)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AgentMessage":
+        from crewai_rust._backend import NativeModuleMissingError, native_import_error
+
+        native = load_native()
+        if native is None:
+            raise NativeModuleMissingError(
+                f"AgentMessage is Rust-backed and crewai_rust._native is not importable: {native_import_error()}"
+            )
+        return native.AgentMessage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

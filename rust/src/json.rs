@@ -1,0 +1,713 @@
+//! JSON text as CPython's `json` module writes and reads it with its default
+//! arguments (`ensure_ascii=True`, `allow_nan=True`, separators `", "` and
+//! `": "`, `strict=True`).
+//!
+//! Byte-for-byte equality with `json.dumps`/`json.loads` is the contract, so
+//! this module follows CPython's `Modules/_json.c` and `Objects/floatobject.c`
+//! rather than RFC 8259 where they differ (NaN and Infinity, lone surrogates).
+//! Anything this parser does not reproduce exactly (invalid documents whose
+//! error message CPython words, lone surrogate escapes, very deep nesting)
+//! comes back as [`DecodeError::Unsupported`] so the caller can let CPython
+//! handle that document.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+
+// ----------------------------------------------------------------------------- writing
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `value` as `json.dumps` writes a float: `float.__repr__`, with
+/// `NaN`, `Infinity` and `-Infinity` for the non-finite values.
+pub fn write_float(out: &mut Vec<u8>, value: f64) {
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"Infinity" } else { b"-Infinity" });
+    } else {
+        write_float_repr(out, value);
+    }
+}
+
+/// Appends `repr(value)` for a finite float.
+///
+/// Rust's `{:e}` yields the shortest digits that round-trip, as CPython's
+/// `repr` does (both pick the closest such string); only the layout differs:
+/// CPython writes positional notation when the decimal point falls in
+/// `-4 < decpt <= 16`, otherwise `d.ddde±XX` with at least two exponent digits.
+pub fn write_float_repr(out: &mut Vec<u8>, value: f64) {
+    let mut buffer = [0u8; 40];
+    let mut cursor = &mut buffer[..];
+    write!(cursor, "{value:e}").expect("a float's {:e} form fits in 40 bytes");
+    let written = 40 - cursor.len();
+    let text = &buffer[..written];
+
+    let (negative, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let e_at = text.iter().position(|&b| b == b'e').expect("{:e} has an exponent");
+    let (mantissa, exponent) = (&text[..e_at], &text[e_at + 1..]);
+    let exponent: i32 = std::str::from_utf8(exponent)
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .expect("{:e} exponent is an integer");
+    let mut digits = [0u8; 24];
+    let mut count = 0;
+    for &b in mantissa {
+        if b != b'.' {
+            digits[count] = b;
+            count += 1;
+        }
+    }
+    let digits = &digits[..count];
+    let decpt = exponent + 1;
+
+    if negative {
+        out.push(b'-');
+    }
+    if -4 < decpt && decpt <= 16 {
+        if decpt <= 0 {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat(b'0').take((-decpt) as usize));
+            out.extend_from_slice(digits);
+        } else if decpt as usize >= digits.len() {
+            out.extend_from_slice(digits);
+            out.extend(std::iter::repeat(b'0').take(decpt as usize - digits.len()));
+            out.extend_from_slice(b".0");
+        } else {
+            let (whole, fraction) = digits.split_at(decpt as usize);
+            out.extend_from_slice(whole);
+            out.push(b'.');
+            out.extend_from_slice(fraction);
+        }
+    } else {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        out.push(if exponent < 0 { b'-' } else { b'+' });
+        let magnitude = exponent.unsigned_abs();
+        if magnitude < 10 {
+            out.push(b'0');
+        }
+        write!(out, "{magnitude}").expect("writing to a Vec cannot fail");
+    }
+}
+
+fn write_unit_escape(out: &mut Vec<u8>, unit: u16) {
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((unit >> shift) & 0xf) as usize]);
+    }
+}
+
+/// The escape `json.dumps` writes for an ASCII byte, or `None` when the byte
+/// is written as is (printable ASCII other than `"` and `\`).
+#[inline]
+fn ascii_escape(byte: u8) -> Option<&'static [u8]> {
+    match byte {
+        b'"' => Some(b"\\\""),
+        b'\\' => Some(b"\\\\"),
+        b'\n' => Some(b"\\n"),
+        b'\r' => Some(b"\\r"),
+        b'\t' => Some(b"\\t"),
+        0x08 => Some(b"\\b"),
+        0x0c => Some(b"\\f"),
+        _ => None,
+    }
+}
+
+#[inline]
+fn is_plain_ascii(byte: u8) -> bool {
+    (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\'
+}
+
+fn write_code_unit(out: &mut Vec<u8>, unit: u16) {
+    if unit < 0x80 {
+        let byte = unit as u8;
+        if is_plain_ascii(byte) {
+            out.push(byte);
+        } else if let Some(escape) = ascii_escape(byte) {
+            out.extend_from_slice(escape);
+        } else {
+            write_unit_escape(out, unit);
+        }
+    } else {
+        write_unit_escape(out, unit);
+    }
+}
+
+/// Appends `s` as a quoted JSON string the way `json.dumps` (ensure_ascii)
+/// writes it: every non-ASCII character as `\uXXXX` UTF-16 code units.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if is_plain_ascii(byte) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if byte < 0x80 {
+            write_code_unit(out, byte as u16);
+            i += 1;
+        } else {
+            let ch = s[i..].chars().next().expect("i is on a char boundary");
+            let mut units = [0u16; 2];
+            for &unit in ch.encode_utf16(&mut units).iter() {
+                write_unit_escape(out, unit);
+            }
+            i += ch.len_utf8();
+        }
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends a string given as UTF-16 code units, which may hold lone
+/// surrogates (Python strings can; Rust strings cannot). `json.dumps` writes
+/// each such unit as its own `\uXXXX`.
+pub fn write_utf16(out: &mut Vec<u8>, units: &[u16]) {
+    out.push(b'"');
+    for &unit in units {
+        write_code_unit(out, unit);
+    }
+    out.push(b'"');
+}
+
+// ----------------------------------------------------------------------------- reading
+
+/// Nesting deeper than this is left to CPython, which raises `RecursionError`
+/// or parses it, depending on its own recursion limit.
+pub const MAX_NESTING: usize = 512;
+
+/// Why a document was not decoded.
+#[derive(Debug, PartialEq)]
+pub enum DecodeError<E> {
+    /// Not decoded here: CPython's `json.loads` must handle this document
+    /// (it raises its exact `JSONDecodeError`, or decodes what this parser
+    /// does not: lone surrogate escapes, nesting deeper than `MAX_NESTING`).
+    Unsupported(&'static str),
+    /// The sink failed building a value.
+    Sink(E),
+}
+
+/// Builds the values a parse produces.
+pub trait Sink {
+    type Value;
+    type Array;
+    type Object;
+    type Error;
+
+    fn null(&mut self) -> Result<Self::Value, Self::Error>;
+    fn boolean(&mut self, value: bool) -> Result<Self::Value, Self::Error>;
+    /// An integer literal (`-?(0|[1-9][0-9]*)`), of any length.
+    fn integer(&mut self, literal: &str) -> Result<Self::Value, Self::Error>;
+    fn float(&mut self, value: f64) -> Result<Self::Value, Self::Error>;
+    fn string(&mut self, value: &str) -> Result<Self::Value, Self::Error>;
+    fn new_array(&mut self) -> Result<Self::Array, Self::Error>;
+    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> Result<(), Self::Error>;
+    fn finish_array(&mut self, array: Self::Array) -> Result<Self::Value, Self::Error>;
+    fn new_object(&mut self) -> Result<Self::Object, Self::Error>;
+    /// Sets `key`; a repeated key replaces the earlier value, as in a dict.
+    fn insert(&mut self, object: &mut Self::Object, key: &str, value: Self::Value) -> Result<(), Self::Error>;
+    fn finish_object(&mut self, object: Self::Object) -> Result<Self::Value, Self::Error>;
+}
+
+/// Parses a whole document as `json.loads(text)` does.
+pub fn parse<S: Sink>(text: &str, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
+    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0, depth: 0, scratch: String::new() };
+    parser.skip_whitespace();
+    let value = parser.value(sink)?;
+    parser.skip_whitespace();
+    if parser.pos != parser.bytes.len() {
+        return Err(DecodeError::Unsupported("extra data after the document"));
+    }
+    Ok(value)
+}
+
+struct Parser<'t> {
+    bytes: &'t [u8],
+    text: &'t str,
+    pos: usize,
+    depth: usize,
+    scratch: String,
+}
+
+const INVALID: &str = "not a valid JSON document";
+
+impl<'t> Parser<'t> {
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, literal: &[u8]) -> bool {
+        if self.bytes[self.pos..].starts_with(literal) {
+            self.pos += literal.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value<S: Sink>(&mut self, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
+        let sink_err = DecodeError::Sink;
+        match self.bytes.get(self.pos) {
+            Some(b'"') => {
+                self.pos += 1;
+                let s = self.string()?;
+                sink.string(&s).map_err(sink_err)
+            }
+            Some(b'{') => self.object(sink),
+            Some(b'[') => self.array(sink),
+            Some(b'n') if self.eat(b"null") => sink.null().map_err(sink_err),
+            Some(b't') if self.eat(b"true") => sink.boolean(true).map_err(sink_err),
+            Some(b'f') if self.eat(b"false") => sink.boolean(false).map_err(sink_err),
+            Some(b'N') if self.eat(b"NaN") => sink.float(f64::NAN).map_err(sink_err),
+            Some(b'I') if self.eat(b"Infinity") => sink.float(f64::INFINITY).map_err(sink_err),
+            Some(b'-') if self.bytes[self.pos + 1..].starts_with(b"Infinity") => {
+                self.pos += 9;
+                sink.float(f64::NEG_INFINITY).map_err(sink_err)
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(sink),
+            _ => Err(DecodeError::Unsupported(INVALID)),
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), &'static str> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            Err("nesting deeper than the native parser's limit")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn array<S: Sink>(&mut self, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
+        self.enter().map_err(DecodeError::Unsupported)?;
+        self.pos += 1;
+        let mut array = sink.new_array().map_err(DecodeError::Sink)?;
+        self.skip_whitespace();
+        if self.bytes.get(self.pos) == Some(&b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                let item = self.value(sink)?;
+                sink.push(&mut array, item).map_err(DecodeError::Sink)?;
+                self.skip_whitespace();
+                match self.bytes.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.skip_whitespace();
+                    }
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(DecodeError::Unsupported(INVALID)),
+                }
+            }
+        }
+        self.depth -= 1;
+        sink.finish_array(array).map_err(DecodeError::Sink)
+    }
+
+    fn object<S: Sink>(&mut self, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
+        self.enter().map_err(DecodeError::Unsupported)?;
+        self.pos += 1;
+        let mut object = sink.new_object().map_err(DecodeError::Sink)?;
+        self.skip_whitespace();
+        if self.bytes.get(self.pos) == Some(&b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.bytes.get(self.pos) != Some(&b'"') {
+                    return Err(DecodeError::Unsupported(INVALID));
+                }
+                self.pos += 1;
+                let key = self.string()?.into_owned();
+                self.skip_whitespace();
+                if self.bytes.get(self.pos) != Some(&b':') {
+                    return Err(DecodeError::Unsupported(INVALID));
+                }
+                self.pos += 1;
+                self.skip_whitespace();
+                let value = self.value(sink)?;
+                sink.insert(&mut object, &key, value).map_err(DecodeError::Sink)?;
+                self.skip_whitespace();
+                match self.bytes.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.skip_whitespace();
+                    }
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(DecodeError::Unsupported(INVALID)),
+                }
+            }
+        }
+        self.depth -= 1;
+        sink.finish_object(object).map_err(DecodeError::Sink)
+    }
+
+    /// A string body after its opening quote. Borrowed when it has no escapes.
+    fn string<E>(&mut self) -> Result<Cow<'t, str>, DecodeError<E>> {
+        let start = self.pos;
+        loop {
+            match self.bytes.get(self.pos) {
+                Some(b'"') => {
+                    let s = &self.text[start..self.pos];
+                    self.pos += 1;
+                    return Ok(Cow::Borrowed(s));
+                }
+                Some(b'\\') => break,
+                Some(&b) if b < 0x20 => return Err(DecodeError::Unsupported("control character in a string")),
+                Some(_) => self.pos += 1,
+                None => return Err(DecodeError::Unsupported("unterminated string")),
+            }
+        }
+        self.scratch.clear();
+        self.scratch.push_str(&self.text[start..self.pos]);
+        loop {
+            let run_start = self.pos;
+            while let Some(&b) = self.bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            self.scratch.push_str(&self.text[run_start..self.pos]);
+            match self.bytes.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(Cow::Owned(std::mem::take(&mut self.scratch)));
+                }
+                Some(b'\\') => {
+                    let escaped = *self.bytes.get(self.pos + 1).ok_or(DecodeError::Unsupported("unterminated string"))?;
+                    self.pos += 2;
+                    let ch = match escaped {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape()?,
+                        _ => return Err(DecodeError::Unsupported("invalid escape")),
+                    };
+                    self.scratch.push(ch);
+                }
+                Some(_) => return Err(DecodeError::Unsupported("control character in a string")),
+                None => return Err(DecodeError::Unsupported("unterminated string")),
+            }
+        }
+    }
+
+    fn hex4<E>(&mut self) -> Result<u32, DecodeError<E>> {
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(DecodeError::Unsupported("invalid \\u escape"))?;
+        let mut value = 0u32;
+        for &d in digits {
+            let nibble = (d as char).to_digit(16).ok_or(DecodeError::Unsupported("invalid \\u escape"))?;
+            value = value * 16 + nibble;
+        }
+        self.pos += 4;
+        Ok(value)
+    }
+
+    /// After `\u`: one code point, joining a surrogate pair as CPython does.
+    fn unicode_escape<E>(&mut self) -> Result<char, DecodeError<E>> {
+        const LONE: &str = "lone surrogate escape";
+        let first = self.hex4()?;
+        if (0xd800..=0xdbff).contains(&first) && self.bytes[self.pos..].starts_with(b"\\u") {
+            self.pos += 2;
+            let second = self.hex4()?;
+            if !(0xdc00..=0xdfff).contains(&second) {
+                return Err(DecodeError::Unsupported(LONE));
+            }
+            let code = 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00);
+            return char::from_u32(code).ok_or(DecodeError::Unsupported(LONE));
+        }
+        // A surrogate that the next escape does not complete stays lone in
+        // CPython, which a Rust string cannot hold.
+        char::from_u32(first).ok_or(DecodeError::Unsupported(LONE))
+    }
+
+    fn number<S: Sink>(&mut self, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
+        let start = self.pos;
+        if self.bytes[self.pos] == b'-' {
+            self.pos += 1;
+        }
+        match self.bytes.get(self.pos) {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.skip_digits(),
+            _ => return Err(DecodeError::Unsupported(INVALID)),
+        }
+        let mut is_float = false;
+        if self.bytes.get(self.pos) == Some(&b'.') && matches!(self.bytes.get(self.pos + 1), Some(b'0'..=b'9')) {
+            self.pos += 1;
+            self.skip_digits();
+            is_float = true;
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.pos) {
+            let mut end = self.pos + 1;
+            if let Some(b'+' | b'-') = self.bytes.get(end) {
+                end += 1;
+            }
+            if matches!(self.bytes.get(end), Some(b'0'..=b'9')) {
+                self.pos = end;
+                self.skip_digits();
+                is_float = true;
+            }
+        }
+        let literal = &self.text[start..self.pos];
+        if is_float {
+            let value: f64 = literal.parse().map_err(|_| DecodeError::Unsupported(INVALID))?;
+            sink.float(value).map_err(DecodeError::Sink)
+        } else {
+            sink.integer(literal).map_err(DecodeError::Sink)
+        }
+    }
+
+    fn skip_digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------- values held in Rust
+
+/// A JSON value owned by Rust (an `AgentMessage`'s content and tool calls).
+/// Objects keep insertion order, as Python dicts do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// An integer beyond i64, as its decimal literal.
+    BigInt(String),
+    Float(f64),
+    Str(String),
+    Array(Vec<Value>),
+    Object(Vec<(String, Value)>),
+}
+
+/// Appends `value` as `json.dumps` writes the equivalent Python value.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        Value::BigInt(literal) => out.extend_from_slice(literal.as_bytes()),
+        Value::Float(f) => write_float(out, *f),
+        Value::Str(s) => write_str(out, s),
+        Value::Array(items) if items.is_empty() => out.extend_from_slice(b"[]"),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(entries) if entries.is_empty() => out.extend_from_slice(b"{}"),
+        Value::Object(entries) => {
+            out.push(b'{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_str(out, key);
+                out.extend_from_slice(b": ");
+                write_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Sets `key` in an insertion-ordered object, replacing an existing entry in
+/// place as a dict assignment does.
+pub fn set_entry(entries: &mut Vec<(String, Value)>, key: &str, value: Value) {
+    match entries.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => entries.push((key.to_string(), value)),
+    }
+}
+
+/// Parses into [`Value`]s.
+pub struct ValueSink;
+
+impl Sink for ValueSink {
+    type Value = Value;
+    type Array = Vec<Value>;
+    type Object = Vec<(String, Value)>;
+    type Error = std::convert::Infallible;
+
+    fn null(&mut self) -> Result<Value, Self::Error> {
+        Ok(Value::Null)
+    }
+    fn boolean(&mut self, value: bool) -> Result<Value, Self::Error> {
+        Ok(Value::Bool(value))
+    }
+    fn integer(&mut self, literal: &str) -> Result<Value, Self::Error> {
+        Ok(match literal.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::BigInt(literal.to_string()),
+        })
+    }
+    fn float(&mut self, value: f64) -> Result<Value, Self::Error> {
+        Ok(Value::Float(value))
+    }
+    fn string(&mut self, value: &str) -> Result<Value, Self::Error> {
+        Ok(Value::Str(value.to_string()))
+    }
+    fn new_array(&mut self) -> Result<Vec<Value>, Self::Error> {
+        Ok(Vec::new())
+    }
+    fn push(&mut self, array: &mut Vec<Value>, value: Value) -> Result<(), Self::Error> {
+        array.push(value);
+        Ok(())
+    }
+    fn finish_array(&mut self, array: Vec<Value>) -> Result<Value, Self::Error> {
+        Ok(Value::Array(array))
+    }
+    fn new_object(&mut self) -> Result<Vec<(String, Value)>, Self::Error> {
+        Ok(Vec::new())
+    }
+    fn insert(&mut self, object: &mut Vec<(String, Value)>, key: &str, value: Value) -> Result<(), Self::Error> {
+        set_entry(object, key, value);
+        Ok(())
+    }
+    fn finish_object(&mut self, object: Vec<(String, Value)>) -> Result<Value, Self::Error> {
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn float(value: f64) -> String {
+        let mut out = Vec::new();
+        write_float(&mut out, value);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_match_python_repr() {
+        // Expected values are CPython's repr().
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1.5, "1.5"),
+            (123.456, "123.456"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.25e-7, "1.25e-07"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (-2.5e100, "-2.5e+100"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ];
+        for &(value, expected) in cases {
+            assert_eq!(float(value), expected, "repr of {value:?}");
+        }
+    }
+
+    fn string(s: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_are_escaped_as_ensure_ascii() {
+        assert_eq!(string("plain"), r#""plain""#);
+        assert_eq!(string("q\"b\\s/"), r#""q\"b\\s/""#);
+        assert_eq!(string("\n\r\t\u{8}\u{c}\u{1}\u{7f}"), r#""\n\r\t\b\f\u0001\u007f""#);
+        assert_eq!(string("é€"), r#""\u00e9\u20ac""#);
+        assert_eq!(string("😀"), r#""\ud83d\ude00""#);
+        let mut out = Vec::new();
+        write_utf16(&mut out, &[0x61, 0xd800, 0x62]);
+        assert_eq!(String::from_utf8(out).unwrap(), r#""a\ud800b""#);
+    }
+
+    use Value as V;
+
+    fn decode(text: &str) -> Result<V, DecodeError<std::convert::Infallible>> {
+        parse(text, &mut ValueSink)
+    }
+
+    #[test]
+    fn decodes_what_python_decodes() {
+        assert_eq!(
+            decode(r#" {"a": [1], "b": "x\u00e9\ud83d\ude00\n\/", "a": {}} "#).unwrap(),
+            V::Object(vec![("a".to_string(), V::Object(vec![])), ("b".to_string(), V::Str("x\u{e9}\u{1f600}\n/".into()))])
+        );
+        assert_eq!(
+            decode(r#"[1, -0, 2.5, -1e3, true, false, null, ""]"#).unwrap(),
+            V::Array(vec![
+                V::Int(1),
+                V::Int(0),
+                V::Float(2.5),
+                V::Float(-1000.0),
+                V::Bool(true),
+                V::Bool(false),
+                V::Null,
+                V::Str(String::new()),
+            ])
+        );
+        assert!(matches!(decode("NaN").unwrap(), V::Float(f) if f.is_nan()));
+        assert_eq!(decode("123456789012345678901234567890").unwrap(), V::BigInt("123456789012345678901234567890".into()));
+        assert_eq!(decode("-Infinity").unwrap(), V::Float(f64::NEG_INFINITY));
+        assert_eq!(decode("1E+2").unwrap(), V::Float(100.0));
+        assert_eq!(decode("1e400").unwrap(), V::Float(f64::INFINITY));
+    }
+
+    #[test]
+    fn values_write_as_json_dumps() {
+        let text = r#"{"role": "tool", "n": [1, -2, 1.5, 123456789012345678901234567890, null, true], "s": "\u00e9\\"}"#;
+        let value = decode(text).unwrap();
+        let mut out = Vec::new();
+        write_value(&mut out, &value);
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+    }
+
+    #[test]
+    fn leaves_to_cpython_what_it_must_word_or_cannot_represent() {
+        for text in ["", "01", "1.", "[1,]", "{\"a\" 1}", "\"\u{1}\"", "\"\\ud800\"", "\"\\udc00x\"", "[1] x", "'a'", "\u{feff}1", "\"\\x\""] {
+            assert!(matches!(decode(text), Err(DecodeError::Unsupported(_))), "{text:?} should be left to CPython");
+        }
+        let deep = "[".repeat(MAX_NESTING + 1) + &"]".repeat(MAX_NESTING + 1);
+        assert!(matches!(decode(&deep), Err(DecodeError::Unsupported(_))));
+        let ok = "[".repeat(MAX_NESTING) + &"]".repeat(MAX_NESTING);
+        assert!(decode(&ok).is_ok());
+    }
+}

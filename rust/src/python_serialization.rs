@@ -1,0 +1,901 @@
+//! PyO3 bindings for `crewai_rust.serialization`: a JSON encoder and decoder
+//! that walk Python objects directly, `to_serializable`, and `AgentMessage`.
+//!
+//! Each walker mirrors the CPython or crewai code it stands in for, check by
+//! check, because the contract is identical output (`Modules/_json.c` for
+//! `json.dumps`/`json.loads`, `crewai.utilities.serialization` for
+//! `to_serializable`). What it does not reproduce (nesting beyond its limit,
+//! invalid documents whose error CPython words) raises `NotHandledNatively`,
+//! and the Python wrapper hands that input to the upstream code.
+
+use std::os::raw::c_int;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple, PyType};
+
+use crate::json::{self, DecodeError, Sink, Value};
+use crate::python::guarded;
+
+create_exception!(
+    _native,
+    NotHandledNatively,
+    PyException,
+    "Input the native serializer leaves to the upstream Python code (which gives the exact result or error)."
+);
+
+/// Nesting the encoders follow before handing the input to CPython. Both
+/// limits sit below where CPython's own recursion limit stops the upstream
+/// code (about 1,000 frames: `json` spends one per level, `to_serializable`
+/// two or three), so every input upstream handles is handled here or handed
+/// back, and the Rust stack stays small on any thread.
+const MAX_ENCODE_NESTING: usize = 512;
+const MAX_CONVERT_NESTING: usize = 256;
+
+struct Known {
+    uuid: Py<PyType>,
+    date: Py<PyType>,
+    base_model: Py<PyType>,
+    dataclass_fields: Py<PyAny>,
+    int_repr: Py<PyAny>,
+}
+
+static KNOWN: PyOnceLock<Known> = PyOnceLock::new();
+
+fn known(py: Python<'_>) -> PyResult<&'static Known> {
+    KNOWN.get_or_try_init(py, || {
+        Ok(Known {
+            uuid: py.import("uuid")?.getattr("UUID")?.cast_into()?.unbind(),
+            date: py.import("datetime")?.getattr("date")?.cast_into()?.unbind(),
+            base_model: py.import("pydantic")?.getattr("BaseModel")?.cast_into()?.unbind(),
+            dataclass_fields: py.import("dataclasses")?.getattr("fields")?.unbind(),
+            int_repr: py.import("builtins")?.getattr("int")?.getattr("__repr__")?.unbind(),
+        })
+    })
+}
+
+/// CPython's `tp_name`, which `json`'s error messages quote: the bare name for
+/// classes defined in Python, `module.Name` for C types outside builtins.
+fn tp_name(ty: &Bound<'_, PyType>) -> PyResult<String> {
+    let name = ty.qualname()?.to_string();
+    let heap = unsafe { ffi::PyType_GetFlags(ty.as_type_ptr()) } & ffi::Py_TPFLAGS_HEAPTYPE != 0;
+    if heap {
+        return Ok(ty.name()?.to_string());
+    }
+    let module = ty.module()?.to_string();
+    Ok(if module == "builtins" { name } else { format!("{module}.{name}") })
+}
+
+fn is_exact(obj: &Bound<'_, PyAny>, ty: *mut ffi::PyTypeObject) -> bool {
+    unsafe { ffi::Py_TYPE(obj.as_ptr()) == ty }
+}
+
+fn exact_list() -> *mut ffi::PyTypeObject {
+    &raw mut ffi::PyList_Type
+}
+fn exact_tuple() -> *mut ffi::PyTypeObject {
+    &raw mut ffi::PyTuple_Type
+}
+fn exact_dict() -> *mut ffi::PyTypeObject {
+    &raw mut ffi::PyDict_Type
+}
+fn exact_str() -> *mut ffi::PyTypeObject {
+    &raw mut ffi::PyUnicode_Type
+}
+
+/// The str's UTF-8, or `None` when it holds lone surrogates (no UTF-8 form).
+fn utf8<'a>(s: &'a Bound<'_, PyAny>) -> Option<&'a str> {
+    let mut size: ffi::Py_ssize_t = 0;
+    let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size) };
+    if data.is_null() {
+        unsafe { ffi::PyErr_Clear() };
+        return None;
+    }
+    // SAFETY: CPython caches the UTF-8 form in the str object, which `s` keeps alive.
+    Some(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(data as *const u8, size as usize)) })
+}
+
+fn write_pystr(out: &mut Vec<u8>, s: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Some(text) = utf8(s) {
+        json::write_str(out, text);
+        return Ok(());
+    }
+    let encoded = unsafe {
+        Bound::from_owned_ptr_or_err(
+            s.py(),
+            ffi::PyUnicode_AsEncodedString(s.as_ptr(), c"utf-16-le".as_ptr(), c"surrogatepass".as_ptr()),
+        )?
+    };
+    let bytes = encoded.cast::<PyBytes>()?.as_bytes();
+    let units: Vec<u16> = bytes.chunks_exact(2).map(|pair| u16::from_le_bytes([pair[0], pair[1]])).collect();
+    json::write_utf16(out, &units);
+    Ok(())
+}
+
+/// `int.__repr__(obj)`, which `json` writes for any int, subclasses included.
+fn write_int(out: &mut Vec<u8>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut overflow: c_int = 0;
+    let value = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
+    if overflow == 0 {
+        if value == -1 {
+            if let Some(err) = PyErr::take(obj.py()) {
+                return Err(err);
+            }
+        }
+        let mut buffer = itoa_buffer();
+        out.extend_from_slice(format_i64(&mut buffer, value));
+        return Ok(());
+    }
+    let text = known(obj.py())?.int_repr.bind(obj.py()).call1((obj,))?;
+    out.extend_from_slice(text.cast::<PyString>()?.to_str()?.as_bytes());
+    Ok(())
+}
+
+fn itoa_buffer() -> [u8; 20] {
+    [0; 20]
+}
+
+fn format_i64(buffer: &mut [u8; 20], value: i64) -> &[u8] {
+    use std::io::Write as _;
+    let mut cursor = &mut buffer[..];
+    write!(cursor, "{value}").expect("an i64 fits in 20 bytes");
+    let len = 20 - cursor.len();
+    &buffer[..len]
+}
+
+fn float_value(obj: &Bound<'_, PyAny>) -> f64 {
+    unsafe { ffi::PyFloat_AsDouble(obj.as_ptr()) }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(obj.get_type().name()?.to_string())
+}
+
+// ----------------------------------------------------------------------------- json.dumps
+
+/// `json.dumps(obj, default=default)` with every other argument at its default.
+struct Encoder<'py> {
+    out: Vec<u8>,
+    default: Option<Bound<'py, PyAny>>,
+    /// Containers being written, for `check_circular`; its length is the nesting.
+    markers: Vec<*mut ffi::PyObject>,
+}
+
+impl<'py> Encoder<'py> {
+    fn enter(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let id = obj.as_ptr();
+        if self.markers.contains(&id) {
+            return Err(PyValueError::new_err("Circular reference detected"));
+        }
+        if self.markers.len() >= MAX_ENCODE_NESTING {
+            return Err(NotHandledNatively::new_err("nesting beyond the native encoder's limit"));
+        }
+        self.markers.push(id);
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.markers.pop();
+    }
+
+    fn value(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let ptr = obj.as_ptr();
+        unsafe {
+            if ptr == ffi::Py_None() {
+                self.out.extend_from_slice(b"null");
+            } else if ptr == ffi::Py_True() {
+                self.out.extend_from_slice(b"true");
+            } else if ptr == ffi::Py_False() {
+                self.out.extend_from_slice(b"false");
+            } else if ffi::PyUnicode_Check(ptr) != 0 {
+                write_pystr(&mut self.out, obj)?;
+            } else if ffi::PyLong_Check(ptr) != 0 {
+                write_int(&mut self.out, obj)?;
+            } else if ffi::PyFloat_Check(ptr) != 0 {
+                json::write_float(&mut self.out, float_value(obj));
+            } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+                self.sequence(obj)?;
+            } else if ffi::PyDict_Check(ptr) != 0 {
+                self.mapping(obj)?;
+            } else {
+                self.via_default(obj)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sequence(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        // Subclasses are read through their iterator, as PySequence_Fast does.
+        let items: Option<Vec<Bound<'py, PyAny>>> = if is_exact(obj, exact_list()) || is_exact(obj, exact_tuple()) {
+            None
+        } else {
+            Some(obj.try_iter()?.collect::<PyResult<_>>()?)
+        };
+        let len = |obj: &Bound<'py, PyAny>| -> usize {
+            match &items {
+                Some(items) => items.len(),
+                None => obj.len().unwrap_or(0),
+            }
+        };
+        if len(obj) == 0 {
+            self.out.extend_from_slice(b"[]");
+            return Ok(());
+        }
+        self.enter(obj)?;
+        self.out.push(b'[');
+        let mut i = 0;
+        while i < len(obj) {
+            if i > 0 {
+                self.out.extend_from_slice(b", ");
+            }
+            let item = match &items {
+                Some(items) => items[i].clone(),
+                None => obj.get_item(i)?,
+            };
+            self.value(&item)?;
+            i += 1;
+        }
+        self.out.push(b']');
+        self.leave();
+        Ok(())
+    }
+
+    fn mapping(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let dict = obj.cast::<PyDict>()?;
+        if dict.len() == 0 {
+            self.out.extend_from_slice(b"{}");
+            return Ok(());
+        }
+        self.enter(obj)?;
+        self.out.push(b'{');
+        if is_exact(obj, exact_dict()) {
+            let mut position: ffi::Py_ssize_t = 0;
+            let mut first = true;
+            loop {
+                let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+                let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+                if unsafe { ffi::PyDict_Next(obj.as_ptr(), &mut position, &mut key, &mut value) } == 0 {
+                    break;
+                }
+                // Owned references: writing the value may run Python code that mutates the dict.
+                let (key, value) = unsafe { (Bound::from_borrowed_ptr(obj.py(), key), Bound::from_borrowed_ptr(obj.py(), value)) };
+                self.entry(&mut first, &key, &value)?;
+            }
+        } else {
+            let items = unsafe { Bound::from_owned_ptr_or_err(obj.py(), ffi::PyMapping_Items(obj.as_ptr()))? };
+            let mut first = true;
+            for item in items.try_iter()? {
+                let item = item?;
+                let pair = item
+                    .cast::<PyTuple>()
+                    .ok()
+                    .filter(|pair| pair.len() == 2)
+                    .ok_or_else(|| PyValueError::new_err("items must return 2-tuples"))?;
+                self.entry(&mut first, &pair.get_item(0)?, &pair.get_item(1)?)?;
+            }
+        }
+        self.out.push(b'}');
+        self.leave();
+        Ok(())
+    }
+
+    fn entry(&mut self, first: &mut bool, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> PyResult<()> {
+        if !*first {
+            self.out.extend_from_slice(b", ");
+        }
+        *first = false;
+        let ptr = key.as_ptr();
+        unsafe {
+            if ffi::PyUnicode_Check(ptr) != 0 {
+                write_pystr(&mut self.out, key)?;
+            } else if ffi::PyFloat_Check(ptr) != 0 {
+                self.out.push(b'"');
+                json::write_float(&mut self.out, float_value(key));
+                self.out.push(b'"');
+            } else if ptr == ffi::Py_True() {
+                self.out.extend_from_slice(b"\"true\"");
+            } else if ptr == ffi::Py_False() {
+                self.out.extend_from_slice(b"\"false\"");
+            } else if ptr == ffi::Py_None() {
+                self.out.extend_from_slice(b"\"null\"");
+            } else if ffi::PyLong_Check(ptr) != 0 {
+                self.out.push(b'"');
+                write_int(&mut self.out, key)?;
+                self.out.push(b'"');
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "keys must be str, int, float, bool or None, not {}",
+                    tp_name(&key.get_type())?
+                )));
+            }
+        }
+        self.out.extend_from_slice(b": ");
+        self.value(value)
+    }
+
+    fn via_default(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let Some(default) = self.default.clone() else {
+            return Err(PyTypeError::new_err(format!("Object of type {} is not JSON serializable", type_name(obj)?)));
+        };
+        self.enter(obj)?;
+        let replacement = default.call1((obj,))?;
+        self.value(&replacement)?;
+        self.leave();
+        Ok(())
+    }
+}
+
+fn new_str<'py>(py: Python<'py>, ascii: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    unsafe {
+        Ok(Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyUnicode_FromStringAndSize(ascii.as_ptr().cast(), ascii.len() as ffi::Py_ssize_t),
+        )?
+        .cast_into_unchecked())
+    }
+}
+
+/// `json.dumps(obj, default=default)`.
+#[pyfunction]
+#[pyo3(signature = (obj, default = None))]
+fn json_dumps<'py>(obj: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyString>> {
+    guarded(|| {
+        let mut encoder = Encoder { out: Vec::with_capacity(256), default, markers: Vec::new() };
+        encoder.value(obj)?;
+        new_str(obj.py(), &encoder.out)
+    })
+}
+
+// ----------------------------------------------------------------------------- json.loads
+
+struct PySink<'py> {
+    py: Python<'py>,
+}
+
+impl<'py> Sink for PySink<'py> {
+    type Value = Bound<'py, PyAny>;
+    type Array = Vec<Bound<'py, PyAny>>;
+    type Object = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn null(&mut self) -> PyResult<Self::Value> {
+        Ok(self.py.None().into_bound(self.py))
+    }
+    fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
+        Ok(pyo3::types::PyBool::new(self.py, value).to_owned().into_any())
+    }
+    fn integer(&mut self, literal: &str) -> PyResult<Self::Value> {
+        if let Ok(value) = literal.parse::<i64>() {
+            return Ok(value.into_pyobject(self.py)?.into_any());
+        }
+        // Through int() like CPython's scanner, so its digit limit applies alike.
+        let builtins = self.py.import("builtins")?;
+        builtins.getattr("int")?.call1((literal,))
+    }
+    fn float(&mut self, value: f64) -> PyResult<Self::Value> {
+        Ok(value.into_pyobject(self.py)?.into_any())
+    }
+    fn string(&mut self, value: &str) -> PyResult<Self::Value> {
+        Ok(PyString::new(self.py, value).into_any())
+    }
+    fn new_array(&mut self) -> PyResult<Self::Array> {
+        Ok(Vec::new())
+    }
+    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
+        array.push(value);
+        Ok(())
+    }
+    fn finish_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
+        Ok(PyList::new(self.py, array)?.into_any())
+    }
+    fn new_object(&mut self) -> PyResult<Self::Object> {
+        Ok(PyDict::new(self.py))
+    }
+    fn insert(&mut self, object: &mut Self::Object, key: &str, value: Self::Value) -> PyResult<()> {
+        object.set_item(PyString::new(self.py, key), value)
+    }
+    fn finish_object(&mut self, object: Self::Object) -> PyResult<Self::Value> {
+        Ok(object.into_any())
+    }
+}
+
+/// `json.loads(text)` for a str.
+#[pyfunction]
+fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    guarded(|| {
+        let Some(source) = utf8(text.as_any()) else {
+            return Err(NotHandledNatively::new_err("text holds lone surrogates"));
+        };
+        match json::parse(source, &mut PySink { py: text.py() }) {
+            Ok(value) => Ok(value),
+            Err(DecodeError::Sink(err)) => Err(err),
+            Err(DecodeError::Unsupported(reason)) => Err(NotHandledNatively::new_err(reason)),
+        }
+    })
+}
+
+// ----------------------------------------------------------------------------- to_serializable
+
+/// `crewai.utilities.serialization.to_serializable`, branch for branch.
+struct Converter<'py> {
+    py: Python<'py>,
+    known: &'static Known,
+    max_depth: i64,
+    /// Ids of the containers on the current path (upstream's `_ancestors`).
+    ancestors: Vec<usize>,
+    /// Set when the nesting limit was hit: that error must not be swallowed by
+    /// the pydantic branch's `except Exception`, the whole input goes upstream.
+    too_deep: bool,
+}
+
+fn is_exception(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyException>(py)
+}
+
+impl<'py> Converter<'py> {
+    fn excluded(&self, exclude: Option<&Bound<'py, PyAny>>, key: &Bound<'py, PyAny>) -> PyResult<bool> {
+        match exclude {
+            Some(exclude) => exclude.contains(key),
+            None => Ok(false),
+        }
+    }
+
+    fn key(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if is_exact(key, exact_str()) {
+            return Ok(key.clone());
+        }
+        let ptr = key.as_ptr();
+        if unsafe { ffi::PyUnicode_Check(ptr) != 0 || ffi::PyLong_Check(ptr) != 0 } {
+            return Ok(key.str()?.into_any());
+        }
+        let text = format!("key_{}_{}", ptr as usize, key.repr()?.to_str()?);
+        Ok(PyString::new(self.py, &text).into_any())
+    }
+
+    fn convert(&mut self, obj: &Bound<'py, PyAny>, exclude: Option<&Bound<'py, PyAny>>, depth: i64) -> PyResult<Bound<'py, PyAny>> {
+        if self.max_depth > 0 && depth >= self.max_depth {
+            return Ok(obj.repr()?.into_any());
+        }
+        let ptr = obj.as_ptr();
+        let builtin_container = is_exact(obj, exact_list()) || is_exact(obj, exact_dict()) || is_exact(obj, exact_tuple());
+        if !builtin_container {
+            if ptr == unsafe { ffi::Py_None() }
+                || unsafe { ffi::PyUnicode_Check(ptr) != 0 || ffi::PyLong_Check(ptr) != 0 || ffi::PyFloat_Check(ptr) != 0 }
+            {
+                return Ok(obj.clone());
+            }
+            if obj.is_instance(self.known.uuid.bind(self.py))? {
+                return Ok(obj.str()?.into_any());
+            }
+            if obj.is_instance(self.known.date.bind(self.py))? {
+                return obj.call_method0("isoformat");
+            }
+        }
+        let id = ptr as usize;
+        if self.ancestors.contains(&id) {
+            return Ok(PyString::new(self.py, &format!("<circular_ref:{}>", type_name(obj)?)).into_any());
+        }
+        if self.ancestors.len() >= MAX_CONVERT_NESTING {
+            self.too_deep = true;
+            return Err(NotHandledNatively::new_err("nesting beyond the native converter's limit"));
+        }
+        self.ancestors.push(id);
+        let result = self.container(obj, exclude, depth, builtin_container);
+        self.ancestors.pop();
+        result
+    }
+
+    fn container(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        exclude: Option<&Bound<'py, PyAny>>,
+        depth: i64,
+        builtin_container: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ptr = obj.as_ptr();
+        if !builtin_container && unsafe { ffi::PyType_Check(ptr) == 0 } && obj.get_type().hasattr("__dataclass_fields__")? {
+            let result = PyDict::new(self.py);
+            for field in self.known.dataclass_fields.bind(self.py).call1((obj,))?.try_iter()? {
+                let name = field?.getattr("name")?;
+                if self.excluded(exclude, &name)? {
+                    continue;
+                }
+                let value = obj.getattr(name.cast::<PyString>()?)?;
+                result.set_item(&name, self.convert(&value, exclude, depth + 1)?)?;
+            }
+            return Ok(result.into_any());
+        }
+        if unsafe { ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 || ffi::PySet_Check(ptr) != 0 } {
+            let result = PyList::empty(self.py);
+            if builtin_container {
+                let mut i = 0;
+                while i < obj.len()? {
+                    result.append(self.convert(&obj.get_item(i)?, exclude, depth + 1)?)?;
+                    i += 1;
+                }
+            } else {
+                for item in obj.try_iter()? {
+                    result.append(self.convert(&item?, exclude, depth + 1)?)?;
+                }
+            }
+            return Ok(result.into_any());
+        }
+        if unsafe { ffi::PyDict_Check(ptr) != 0 } {
+            let result = PyDict::new(self.py);
+            if builtin_container {
+                let dict = obj.cast::<PyDict>()?;
+                let size = dict.len();
+                let mut position: ffi::Py_ssize_t = 0;
+                loop {
+                    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+                    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+                    if unsafe { ffi::PyDict_Next(ptr, &mut position, &mut key, &mut value) } == 0 {
+                        break;
+                    }
+                    let (key, value) = unsafe { (Bound::from_borrowed_ptr(self.py, key), Bound::from_borrowed_ptr(self.py, value)) };
+                    if !self.excluded(exclude, &key)? {
+                        result.set_item(self.key(&key)?, self.convert(&value, exclude, depth + 1)?)?;
+                    }
+                    if dict.len() != size {
+                        return Err(PyRuntimeError::new_err("dictionary changed size during iteration"));
+                    }
+                }
+            } else {
+                for item in obj.call_method0("items")?.try_iter()? {
+                    let item = item?;
+                    let (key, value) = (item.get_item(0)?, item.get_item(1)?);
+                    if !self.excluded(exclude, &key)? {
+                        result.set_item(self.key(&key)?, self.convert(&value, exclude, depth + 1)?)?;
+                    }
+                }
+            }
+            return Ok(result.into_any());
+        }
+        if !builtin_container && obj.is_instance(self.known.base_model.bind(self.py))? {
+            return self.model(obj, exclude, depth);
+        }
+        Ok(obj.repr()?.into_any())
+    }
+
+    fn model(&mut self, obj: &Bound<'py, PyAny>, exclude: Option<&Bound<'py, PyAny>>, depth: i64) -> PyResult<Bound<'py, PyAny>> {
+        let dumped = (|| {
+            let kwargs = PyDict::new(self.py);
+            kwargs.set_item("mode", "json")?;
+            match exclude {
+                Some(exclude) => kwargs.set_item("exclude", exclude)?,
+                None => kwargs.set_item("exclude", PySet::empty(self.py)?)?,
+            }
+            kwargs.set_item("serialize_as_any", true)?;
+            let data = obj.call_method("model_dump", (), Some(&kwargs))?;
+            self.convert(&data, None, depth + 1)
+        })();
+        let err = match dumped {
+            Ok(value) => return Ok(value),
+            Err(err) if self.too_deep || !is_exception(self.py, &err) => return Err(err),
+            Err(err) => err,
+        };
+        drop(err);
+        let from_attributes = (|| {
+            let result = PyDict::new(self.py);
+            let attributes = obj.getattr("__dict__")?;
+            for item in attributes.call_method0("items")?.try_iter()? {
+                let item = item?;
+                let (key, value) = (item.get_item(0)?, item.get_item(1)?);
+                if self.excluded(exclude, &key)? {
+                    continue;
+                }
+                result.set_item(self.key(&key)?, self.convert(&value, None, depth + 1)?)?;
+            }
+            Ok(result.into_any())
+        })();
+        match from_attributes {
+            Ok(value) => Ok(value),
+            Err(err) if self.too_deep || !is_exception(self.py, &err) => Err(err),
+            Err(_) => Ok(obj.repr()?.into_any()),
+        }
+    }
+}
+
+/// `to_serializable(obj, exclude, max_depth)`.
+#[pyfunction]
+#[pyo3(signature = (obj, exclude = None, max_depth = 5))]
+fn to_serializable<'py>(obj: &Bound<'py, PyAny>, exclude: Option<Bound<'py, PyAny>>, max_depth: i64) -> PyResult<Bound<'py, PyAny>> {
+    guarded(|| {
+        let py = obj.py();
+        let mut converter = Converter { py, known: known(py)?, max_depth, ancestors: Vec::new(), too_deep: false };
+        converter.convert(obj, exclude.as_ref(), 0)
+    })
+}
+
+// ----------------------------------------------------------------------------- AgentMessage
+
+const ROLES: [&str; 4] = ["user", "assistant", "system", "tool"];
+
+/// An LLM message held in Rust: crewai's ``LLMMessage`` dict as a typed value.
+///
+/// ``AgentMessage(role, content=None, *, tool_call_id=None, name=None,
+/// tool_calls=None, raw_tool_call_parts=None)``. ``role`` is one of user,
+/// assistant, system, tool; ``content`` a str, a list of content-part dicts or
+/// None; ``tool_calls`` a list of dicts; every value must have a JSON form.
+/// Keys beyond those (provider extras) survive ``from_dict``/``from_json``
+/// and come back in ``to_dict``/``to_json``; ``files`` (file objects) is
+/// refused with a ``TypeError``. ``to_dict()`` gives the dict LLM clients take,
+/// ``to_json()`` equals ``json.dumps(message.to_dict())``. Bad values raise
+/// ``TypeError``/``ValueError`` naming the field.
+#[pyclass(module = "crewai_rust._native", frozen, eq, skip_from_py_object)]
+#[derive(Clone, PartialEq)]
+pub struct AgentMessage {
+    role: String,
+    content: Value,
+    tool_call_id: Option<String>,
+    name: Option<String>,
+    tool_calls: Option<Value>,
+    raw_tool_call_parts: Option<Value>,
+    /// Keys beyond crewai's LLMMessage, kept so a round trip loses nothing.
+    extra: Vec<(String, Value)>,
+}
+
+fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResult<Value> {
+    if depth > MAX_CONVERT_NESTING {
+        return Err(PyValueError::new_err(format!("AgentMessage field '{field}' is nested too deeply")));
+    }
+    let ptr = obj.as_ptr();
+    unsafe {
+        if ptr == ffi::Py_None() {
+            Ok(Value::Null)
+        } else if ptr == ffi::Py_True() || ptr == ffi::Py_False() {
+            Ok(Value::Bool(ptr == ffi::Py_True()))
+        } else if ffi::PyUnicode_Check(ptr) != 0 {
+            let text = utf8(obj).ok_or_else(|| {
+                PyValueError::new_err(format!("AgentMessage field '{field}' holds a string with lone surrogates"))
+            })?;
+            Ok(Value::Str(text.to_string()))
+        } else if ffi::PyLong_Check(ptr) != 0 {
+            Ok(match obj.extract::<i64>() {
+                Ok(i) => Value::Int(i),
+                Err(_) => {
+                    let known = known(obj.py())?;
+                    Value::BigInt(known.int_repr.bind(obj.py()).call1((obj,))?.extract()?)
+                }
+            })
+        } else if ffi::PyFloat_Check(ptr) != 0 {
+            Ok(Value::Float(float_value(obj)))
+        } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+            let mut items = Vec::new();
+            for item in obj.try_iter()? {
+                items.push(python_to_value(&item?, field, depth + 1)?);
+            }
+            Ok(Value::Array(items))
+        } else if ffi::PyDict_Check(ptr) != 0 {
+            let mut entries = Vec::new();
+            for (key, value) in obj.cast::<PyDict>()?.iter() {
+                let key = key.cast::<PyString>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "AgentMessage field '{field}' has a dict key of type {}; JSON keys are str",
+                        type_name(&key).unwrap_or_default()
+                    ))
+                })?;
+                json::set_entry(&mut entries, key.to_str()?, python_to_value(&value, field, depth + 1)?);
+            }
+            Ok(Value::Object(entries))
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "AgentMessage field '{field}' holds a {}, which has no JSON form",
+                type_name(obj)?
+            )))
+        }
+    }
+}
+
+fn value_to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    let mut sink = PySink { py };
+    Ok(match value {
+        Value::Null => sink.null()?,
+        Value::Bool(b) => sink.boolean(*b)?,
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::BigInt(literal) => sink.integer(literal)?,
+        Value::Float(f) => sink.float(*f)?,
+        Value::Str(s) => sink.string(s)?,
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(value_to_python(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(entries) => {
+            let dict = PyDict::new(py);
+            for (key, item) in entries {
+                dict.set_item(key, value_to_python(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+fn optional_str(value: Option<Value>, field: &str) -> PyResult<Option<String>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s)),
+        Some(_) => Err(PyTypeError::new_err(format!("AgentMessage field '{field}' must be a str"))),
+    }
+}
+
+impl AgentMessage {
+    /// Builds a message from its fields in LLMMessage order, validating each.
+    fn from_entries(mut entries: Vec<(String, Value)>) -> PyResult<Self> {
+        let mut take = |key: &str| -> Option<Value> {
+            let index = entries.iter().position(|(k, _)| k == key)?;
+            Some(entries.remove(index).1)
+        };
+        let role = match take("role") {
+            Some(Value::Str(role)) if ROLES.contains(&role.as_str()) => role,
+            Some(Value::Str(role)) => {
+                return Err(PyValueError::new_err(format!(
+                    "AgentMessage field 'role' must be one of user, assistant, system, tool; got {role:?}"
+                )))
+            }
+            Some(_) => return Err(PyTypeError::new_err("AgentMessage field 'role' must be a str")),
+            None => return Err(PyValueError::new_err("AgentMessage needs a 'role'")),
+        };
+        let content = match take("content") {
+            None => Value::Null,
+            Some(content @ (Value::Null | Value::Str(_))) => content,
+            Some(Value::Array(parts)) => {
+                if parts.iter().any(|part| !matches!(part, Value::Object(_))) {
+                    return Err(PyTypeError::new_err("AgentMessage field 'content' must be a str, a list of dicts or None"));
+                }
+                Value::Array(parts)
+            }
+            Some(_) => return Err(PyTypeError::new_err("AgentMessage field 'content' must be a str, a list of dicts or None")),
+        };
+        let tool_call_id = optional_str(take("tool_call_id"), "tool_call_id")?;
+        let name = optional_str(take("name"), "name")?;
+        let tool_calls = match take("tool_calls") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(calls)) if calls.iter().all(|call| matches!(call, Value::Object(_))) => Some(Value::Array(calls)),
+            Some(_) => return Err(PyTypeError::new_err("AgentMessage field 'tool_calls' must be a list of dicts")),
+        };
+        let raw_tool_call_parts = match take("raw_tool_call_parts") {
+            None | Some(Value::Null) => None,
+            Some(parts @ Value::Array(_)) => Some(parts),
+            Some(_) => return Err(PyTypeError::new_err("AgentMessage field 'raw_tool_call_parts' must be a list")),
+        };
+        Ok(AgentMessage { role, content, tool_call_id, name, tool_calls, raw_tool_call_parts, extra: entries })
+    }
+
+    fn role_value(&self) -> Value {
+        Value::Str(self.role.clone())
+    }
+
+    fn to_value(&self) -> Value {
+        let mut entries = vec![("role".to_string(), self.role_value()), ("content".to_string(), self.content.clone())];
+        if let Some(id) = &self.tool_call_id {
+            entries.push(("tool_call_id".to_string(), Value::Str(id.clone())));
+        }
+        if let Some(name) = &self.name {
+            entries.push(("name".to_string(), Value::Str(name.clone())));
+        }
+        if let Some(calls) = &self.tool_calls {
+            entries.push(("tool_calls".to_string(), calls.clone()));
+        }
+        if let Some(parts) = &self.raw_tool_call_parts {
+            entries.push(("raw_tool_call_parts".to_string(), parts.clone()));
+        }
+        entries.extend(self.extra.iter().cloned());
+        Value::Object(entries)
+    }
+}
+
+#[pymethods]
+impl AgentMessage {
+    #[new]
+    #[pyo3(signature = (role, content = None, *, tool_call_id = None, name = None, tool_calls = None, raw_tool_call_parts = None))]
+    fn new(
+        role: &Bound<'_, PyAny>,
+        content: Option<&Bound<'_, PyAny>>,
+        tool_call_id: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+        tool_calls: Option<&Bound<'_, PyAny>>,
+        raw_tool_call_parts: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let mut entries = vec![("role".to_string(), python_to_value(role, "role", 0)?)];
+        let optional = [
+            ("content", content),
+            ("tool_call_id", tool_call_id),
+            ("name", name),
+            ("tool_calls", tool_calls),
+            ("raw_tool_call_parts", raw_tool_call_parts),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                entries.push((field.to_string(), python_to_value(value, field, 0)?));
+            }
+        }
+        guarded(|| Self::from_entries(entries))
+    }
+
+    #[staticmethod]
+    fn from_dict(message: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let dict = message
+            .cast::<PyDict>()
+            .map_err(|_| PyTypeError::new_err(format!("AgentMessage.from_dict takes a dict, not {}", type_name(message).unwrap_or_default())))?;
+        if dict.contains("files")? {
+            return Err(PyTypeError::new_err(
+                "AgentMessage cannot hold 'files' (file objects have no JSON form); keep such messages as dicts",
+            ));
+        }
+        match python_to_value(message, "message", 0)? {
+            Value::Object(entries) => guarded(|| Self::from_entries(entries)),
+            _ => unreachable!("a dict converts to an object"),
+        }
+    }
+
+    #[staticmethod]
+    fn from_json(text: &str) -> PyResult<Self> {
+        guarded(|| match json::parse(text, &mut json::ValueSink) {
+            Ok(Value::Object(entries)) => Self::from_entries(entries),
+            Ok(_) => Err(PyValueError::new_err("AgentMessage JSON must be an object")),
+            Err(DecodeError::Unsupported(reason)) => Err(PyValueError::new_err(format!("invalid AgentMessage JSON: {reason}"))),
+            Err(DecodeError::Sink(never)) => match never {},
+        })
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        value_to_python(py, &self.to_value())
+    }
+
+    fn to_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        let mut out = Vec::with_capacity(128);
+        json::write_value(&mut out, &self.to_value());
+        new_str(py, &out)
+    }
+
+    #[getter]
+    fn role(&self) -> &str {
+        &self.role
+    }
+
+    #[getter]
+    fn content<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        value_to_python(py, &self.content)
+    }
+
+    #[getter]
+    fn tool_call_id(&self) -> Option<&str> {
+        self.tool_call_id.as_deref()
+    }
+
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    #[getter]
+    fn tool_calls<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.tool_calls.as_ref().map(|calls| value_to_python(py, calls)).transpose()
+    }
+
+    #[getter]
+    fn raw_tool_call_parts<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.raw_tool_call_parts.as_ref().map(|parts| value_to_python(py, parts)).transpose()
+    }
+
+    fn __repr__(&self) -> String {
+        let mut out = Vec::new();
+        json::write_value(&mut out, &self.to_value());
+        format!("AgentMessage({})", String::from_utf8_lossy(&out))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("NotHandledNatively", m.py().get_type::<NotHandledNatively>())?;
+    m.add_function(wrap_pyfunction!(json_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(json_loads, m)?)?;
+    m.add_function(wrap_pyfunction!(to_serializable, m)?)?;
+    m.add_class::<AgentMessage>()?;
+    Ok(())
+}
