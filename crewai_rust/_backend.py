@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Literal
 
@@ -168,6 +168,24 @@ def resolve(component: str) -> ComponentStatus:
 _decisions: dict[str, tuple[tuple[object, ...], bool]] = {}
 
 
+def _environment_reader() -> Callable[[str], object]:
+    """A cheap read of one environment variable, for the per-call decision.
+
+    ``os.environ.get`` costs about a microsecond (it encodes the key and
+    decodes the value); CPython's ``os.environ`` keeps its values in a dict
+    under encoded keys, which is read here directly, live, when present.
+    """
+    data = getattr(os.environ, "_data", None)
+    encodekey = getattr(os.environ, "encodekey", None)
+    if not isinstance(data, dict) or encodekey is None:
+        return os.environ.get
+    keys = {variable: encodekey(variable) for variable in (MASTER_VARIABLE, *_VARIABLES.values())}
+    return lambda variable: data.get(keys[variable])
+
+
+_read_switch = _environment_reader()
+
+
 def use_rust(component: str) -> bool:
     """The question every hook asks: run this component on Rust now?
 
@@ -175,11 +193,10 @@ def use_rust(component: str) -> bool:
     so the answer is kept until one of its inputs changes: the two variables
     or a runtime override. Raises like :func:`resolve`, every time.
     """
-    inputs = (
-        os.environ.get(MASTER_VARIABLE),
-        os.environ.get(_VARIABLES[component]) if component in _VARIABLES else component,
-        _overrides.get(component),
-    )
+    variable = _VARIABLES.get(component)
+    if variable is None:
+        return resolve(component).backend == "rust"  # raises: unknown component
+    inputs = (_read_switch(MASTER_VARIABLE), _read_switch(variable), _overrides.get(component))
     decided = _decisions.get(component)
     if decided is not None and decided[0] == inputs:
         return decided[1]

@@ -27,6 +27,7 @@ expected to be free of side effects, as ``json`` assumes.
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 import json
 import threading
 from typing import TYPE_CHECKING, Any
@@ -41,14 +42,8 @@ __all__ = ["AgentMessage", "dumps", "loads", "serializer_override", "to_serializ
 
 _JSONEncoder = json.JSONEncoder
 _encoder_classes: dict[type, bool] = {}
+_encoder_defaults: dict[type, Any] = {}
 _encoder_classes_lock = threading.Lock()
-
-
-def _native_on() -> Any:
-    """The native module when the serialization component runs on Rust, else None."""
-    if use_rust("serialization"):
-        return load_native()
-    return None
 
 
 def _plain_encoder_class(cls: type) -> bool:
@@ -71,6 +66,21 @@ def _plain_encoder_class(cls: type) -> bool:
     return known
 
 
+def _encoder_default(cls: type[json.JSONEncoder]) -> Callable[[Any], Any] | None:
+    """The ``default`` hook ``json.dumps(..., cls=cls)`` would use (None: JSONEncoder's own).
+
+    One encoder instance per class serves every call, as ``json.dumps`` keeps
+    one for its own defaults: ``default`` is expected not to depend on state
+    an earlier call left in the instance.
+    """
+    hook = _encoder_defaults.get(cls)
+    if hook is None:
+        hook = False if cls.default is _JSONEncoder.default else cls().default
+        with _encoder_classes_lock:
+            _encoder_defaults[cls] = hook
+    return hook or None
+
+
 def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Callable[[Any], Any] | None = None,
           **kwargs: Any) -> str:
     """``json.dumps(obj, cls=cls, default=default, **kwargs)``, on the Rust encoder when it can.
@@ -80,13 +90,10 @@ def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Calla
     as crewai's ``CrewJSONEncoder``); any other keyword argument, or the
     component switched off, runs ``json.dumps`` itself.
     """
-    native = _native_on()
-    if native is None or kwargs or (cls is not None and not _plain_encoder_class(cls)):
+    if kwargs or not use_rust("serialization") or (cls is not None and not _plain_encoder_class(cls)):
         return json.dumps(obj, cls=cls, default=default, **kwargs)
-    hook = default
-    if cls is not None:
-        encoder = cls(default=default) if default is not None else cls()
-        hook = None if type(encoder).default is _JSONEncoder.default and default is None else encoder.default
+    native = load_native()
+    hook = default if default is not None or cls is None else _encoder_default(cls)
     try:
         return native.json_dumps(obj, hook)
     except native.NotHandledNatively:
@@ -95,9 +102,9 @@ def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Calla
 
 def loads(s: str | bytes | bytearray, **kwargs: Any) -> Any:
     """``json.loads(s, **kwargs)``, on the Rust decoder for a str with no keyword arguments."""
-    native = _native_on()
-    if native is None or kwargs or type(s) is not str:
+    if kwargs or type(s) is not str or not use_rust("serialization"):
         return json.loads(s, **kwargs)
+    native = load_native()
     try:
         return native.json_loads(s)
     except native.NotHandledNatively:
@@ -111,21 +118,21 @@ def _upstream_to_serializable(obj: Any, exclude: set[str] | None, max_depth: int
     return upstream(obj, exclude=exclude, max_depth=max_depth, _current_depth=0, _ancestors=set())
 
 
-def _native_to_serializable(obj: Any, exclude: set[str] | None = None, max_depth: int = 5) -> Serializable:
-    native = load_native()
-    try:
-        return native.to_serializable(obj, exclude, max_depth)
-    except native.NotHandledNatively:
-        return _upstream_to_serializable(obj, exclude, max_depth)
+_native_to_serializable: Callable[..., Serializable] | None = None
 
 
 def serializer_override() -> Callable[..., Serializable] | None:
     """What the fork's ``to_serializable`` runs instead of its own body, or None.
 
     Asked on every top-level call, so the component switches take effect at
-    the next call.
+    the next call. The callable takes ``(obj, exclude, max_depth)``.
     """
-    return _native_to_serializable if _native_on() is not None else None
+    global _native_to_serializable
+    if not use_rust("serialization"):
+        return None
+    if _native_to_serializable is None:
+        _native_to_serializable = functools.partial(load_native().to_serializable, fallback=_upstream_to_serializable)
+    return _native_to_serializable
 
 
 def to_serializable(obj: Any, exclude: set[str] | None = None, max_depth: int = 5) -> Serializable:
@@ -138,8 +145,9 @@ def to_serializable(obj: Any, exclude: set[str] | None = None, max_depth: int = 
     ``__dict__``, then ``repr``), ``repr`` for the rest and past
     ``max_depth``, and ``<circular_ref:Type>`` for a container inside itself.
     """
-    if _native_on() is not None:
-        return _native_to_serializable(obj, exclude, max_depth)
+    override = serializer_override()
+    if override is not None:
+        return override(obj, exclude, max_depth)
     return _upstream_to_serializable(obj, exclude, max_depth)
 
 

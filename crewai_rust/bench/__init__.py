@@ -29,6 +29,9 @@ class Case:
     check: Callable[[Any, Any], None]
     # Why upstream's path cannot run here (then only the Rust side is timed).
     upstream_unavailable: str | None = None
+    # A reference point timed alongside, not compared (e.g. orjson for JSON):
+    # it shows how far the Rust side is from the fastest known tool.
+    anchor: Callable[[], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -72,10 +75,10 @@ def _calls_per_round(fn: Callable[[], Any], target_seconds: float) -> int:
     return max(1, min(10_000, int(target_seconds / once)))
 
 
-def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timing | None, Timing]:
-    """Per-call seconds of each side; rounds alternate sides so drift hits both alike."""
+def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timing | None, Timing, Timing | None]:
+    """Per-call seconds of upstream, Rust and the anchor; rounds alternate sides so drift hits all alike."""
     case.check(case.upstream() if case.upstream else None, case.rust())
-    sides = [fn for fn in (case.upstream, case.rust) if fn is not None]
+    sides = [fn for fn in (case.upstream, case.rust, case.anchor) if fn is not None]
     numbers = [_calls_per_round(fn, target_seconds) for fn in sides]
     samples: list[list[float]] = [[] for _ in sides]
     for _ in range(rounds):
@@ -85,8 +88,11 @@ def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timi
             for _ in range(number):
                 fn()
             samples[index].append((time.perf_counter() - start) / number)
-    timings = [Timing.of(side) for side in samples]
-    return (timings[0] if case.upstream else None), timings[-1]
+    timings = iter(Timing.of(side) for side in samples)
+    upstream = next(timings) if case.upstream else None
+    rust = next(timings)
+    anchor = next(timings) if case.anchor else None
+    return upstream, rust, anchor
 
 
 def _format_seconds(seconds: float) -> str:
@@ -102,7 +108,7 @@ def _cell(timing: Timing) -> str:
 
 def _load_workloads() -> None:
     # Imported for their registrations; each component issue adds its module here.
-    from crewai_rust.bench import database, memory  # noqa: F401
+    from crewai_rust.bench import database, memory, serialization  # noqa: F401
 
 
 def run(quick: bool = False, json_path: str | None = None, only: list[str] | None = None,
@@ -120,12 +126,13 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
         return 2
     rounds = rounds or (5 if quick else 15)
     results: list[dict[str, Any]] = []
-    header = f"{'workload':<28} {'case':<14} {'upstream median (min-max)':<30} {'rust median (min-max)':<30} {'speedup':>8}"
+    header = (f"{'workload':<26} {'case':<16} {'upstream median (min-max)':<30} {'rust median (min-max)':<30} "
+              f"{'speedup':>8}  {'anchor (orjson)':<14}")
     lines = [header, "-" * len(header)]
     for index, wl in enumerate(selected, 1):
         for case in wl.cases(quick):
             print(f"bench: [{index}/{len(selected)}] {wl.name} {case.label} ...", file=sys.stderr, flush=True)
-            up, rs = measure(case, rounds)
+            up, rs, anchor = measure(case, rounds)
             ratio = up.median / rs.median if up is not None and rs.median > 0 else None
             results.append({
                 "workload": wl.name, "component": wl.component, "case": case.label,
@@ -133,11 +140,13 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
                 "upstream": dataclasses.asdict(up) if up else None,
                 "upstream_unavailable": case.upstream_unavailable,
                 "rust": dataclasses.asdict(rs),
+                "anchor": dataclasses.asdict(anchor) if anchor else None,
                 "speedup": ratio,
             })
             up_cell = _cell(up) if up else f"n/a: {case.upstream_unavailable}"
             ratio_cell = f"{ratio:>7.1f}x" if ratio is not None else f"{'-':>8}"
-            lines.append(f"{wl.name:<28} {case.label:<14} {up_cell:<30} {_cell(rs):<30} {ratio_cell}")
+            anchor_cell = _format_seconds(anchor.median) if anchor else "-"
+            lines.append(f"{wl.name:<26} {case.label:<16} {up_cell:<30} {_cell(rs):<30} {ratio_cell}  {anchor_cell:<14}")
     print("\n".join(lines))
     if json_path:
         with open(json_path, "w") as fh:

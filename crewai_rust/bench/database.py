@@ -1,8 +1,9 @@
 """Database workloads: crewai's own SQLite stores, sqlite3 per call vs the Rust pool.
 
 Both sides run the same upstream class methods on the same data; the only
-difference is the database component's backend (forced per call), so the
-upstream side is exactly upstream's ``sqlite3.connect`` path. Each side has its
+difference is the backend of the database and serialization components
+(forced per call), so the upstream side is exactly upstream's
+``sqlite3.connect`` and ``json`` path. Each side has its
 own file, filled identically, and the files' contents are compared before
 timing.
 """
@@ -28,8 +29,10 @@ def _path(name: str) -> Path:
 
 
 def _on(backend: str, fn: Callable[[], Any]) -> Callable[[], Any]:
+    # The stores' JSON goes through the serialization component: upstream's
+    # side is json.dumps/json.loads, the fork's side the Rust codec.
     def run() -> Any:
-        with forced_backend("database", backend):  # type: ignore[arg-type]
+        with forced_backend("database", backend), forced_backend("serialization", backend):  # type: ignore[arg-type]
             return fn()
 
     return run

@@ -11,7 +11,6 @@
 //! handle that document.
 
 use std::borrow::Cow;
-use std::io::Write as _;
 
 // ----------------------------------------------------------------------------- writing
 
@@ -31,37 +30,45 @@ pub fn write_float(out: &mut Vec<u8>, value: f64) {
 
 /// Appends `repr(value)` for a finite float.
 ///
-/// Rust's `{:e}` yields the shortest digits that round-trip, as CPython's
-/// `repr` does (both pick the closest such string); only the layout differs:
-/// CPython writes positional notation when the decimal point falls in
-/// `-4 < decpt <= 16`, otherwise `d.ddde±XX` with at least two exponent digits.
+/// Ryu yields the shortest digits that round-trip, as CPython's `repr` does
+/// (both pick the closest such string); only the layout differs: CPython
+/// writes positional notation when the decimal point position `decpt`
+/// (value = 0.DIGITS x 10^decpt) is in `-4 < decpt <= 16`, otherwise
+/// `d.ddde±XX` with at least two exponent digits.
 pub fn write_float_repr(out: &mut Vec<u8>, value: f64) {
-    let mut buffer = [0u8; 40];
-    let mut cursor = &mut buffer[..];
-    write!(cursor, "{value:e}").expect("a float's {:e} form fits in 40 bytes");
-    let written = 40 - cursor.len();
-    let text = &buffer[..written];
-
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(value).as_bytes();
     let (negative, text) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
-    let e_at = text.iter().position(|&b| b == b'e').expect("{:e} has an exponent");
-    let (mantissa, exponent) = (&text[..e_at], &text[e_at + 1..]);
-    let exponent: i32 = std::str::from_utf8(exponent)
-        .ok()
-        .and_then(|e| e.parse().ok())
-        .expect("{:e} exponent is an integer");
-    let mut digits = [0u8; 24];
+    let (mantissa, exponent) = match text.iter().position(|&b| b == b'e') {
+        Some(at) => (&text[..at], parse_exponent(&text[at + 1..])),
+        None => (text, 0),
+    };
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &mantissa[..0]),
+    };
+    let mut digits = [0u8; 40];
     let mut count = 0;
-    for &b in mantissa {
-        if b != b'.' {
-            digits[count] = b;
-            count += 1;
-        }
+    for &b in whole.iter().chain(fraction) {
+        digits[count] = b;
+        count += 1;
     }
-    let digits = &digits[..count];
-    let decpt = exponent + 1;
+    let mut decpt = whole.len() as i32 + exponent;
+    let mut first = 0;
+    while first + 1 < count && digits[first] == b'0' {
+        first += 1;
+        decpt -= 1;
+    }
+    while count > first + 1 && digits[count - 1] == b'0' {
+        count -= 1;
+    }
+    let digits = &digits[first..count];
+    if digits == b"0" {
+        decpt = 1;
+    }
 
     if negative {
         out.push(b'-');
@@ -87,21 +94,44 @@ pub fn write_float_repr(out: &mut Vec<u8>, value: f64) {
             out.push(b'.');
             out.extend_from_slice(&digits[1..]);
         }
+        let exponent = decpt - 1;
         out.push(b'e');
         out.push(if exponent < 0 { b'-' } else { b'+' });
         let magnitude = exponent.unsigned_abs();
         if magnitude < 10 {
             out.push(b'0');
         }
-        write!(out, "{magnitude}").expect("writing to a Vec cannot fail");
+        write_u64(out, magnitude as u64);
     }
 }
 
-fn write_unit_escape(out: &mut Vec<u8>, unit: u16) {
-    out.extend_from_slice(b"\\u");
-    for shift in [12, 8, 4, 0] {
-        out.push(HEX[((unit >> shift) & 0xf) as usize]);
+fn parse_exponent(text: &[u8]) -> i32 {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    let magnitude = digits.iter().fold(0i32, |acc, &d| acc * 10 + (d - b'0') as i32);
+    if negative {
+        -magnitude
+    } else {
+        magnitude
     }
+}
+
+/// Appends the decimal digits of `value`.
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Appends `value` as `int.__repr__` writes it.
+pub fn write_i64(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+fn write_unit_escape(out: &mut Vec<u8>, unit: u16) {
+    let hex = |shift: u16| HEX[((unit >> shift) & 0xf) as usize];
+    out.extend_from_slice(&[b'\\', b'u', hex(12), hex(8), hex(4), hex(0)]);
 }
 
 /// The escape `json.dumps` writes for an ASCII byte, or `None` when the byte
@@ -123,6 +153,24 @@ fn ascii_escape(byte: u8) -> Option<&'static [u8]> {
 #[inline]
 fn is_plain_ascii(byte: u8) -> bool {
     (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\'
+}
+
+/// The high bit of each of the eight bytes of `word` (little-endian) that is
+/// not plain ASCII (below `' '`, `"`, `\\`, DEL or non-ASCII), by the usual
+/// SWAR zero-byte tests. Bits above the lowest set one may be spurious (a
+/// borrow carries), so only the lowest is used as a position.
+#[inline]
+fn escape_mask(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let non_ascii = word & HIGHS;
+    below_space
+        | non_ascii
+        | zero_bytes(word ^ (ONES * b'"' as u64))
+        | zero_bytes(word ^ (ONES * b'\\' as u64))
+        | zero_bytes(word ^ (ONES * 0x7f))
 }
 
 fn write_code_unit(out: &mut Vec<u8>, unit: u16) {
@@ -149,6 +197,19 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        // Most text is plain ASCII: skip it eight bytes at a time, straight to
+        // the first byte that needs work.
+        while i + 8 <= bytes.len() {
+            let mask = escape_mask(u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap()));
+            if mask != 0 {
+                i += (mask.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        if i >= bytes.len() {
+            break;
+        }
         let byte = bytes[i];
         if is_plain_ascii(byte) {
             i += 1;
@@ -159,12 +220,28 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             write_code_unit(out, byte as u16);
             i += 1;
         } else {
-            let ch = s[i..].chars().next().expect("i is on a char boundary");
-            let mut units = [0u16; 2];
-            for &unit in ch.encode_utf16(&mut units).iter() {
-                write_unit_escape(out, unit);
+            // Valid UTF-8 (it came from a str): decode the sequence in place.
+            let (code, width) = match byte {
+                0xc0..=0xdf => (((byte as u32 & 0x1f) << 6) | (bytes[i + 1] as u32 & 0x3f), 2),
+                0xe0..=0xef => {
+                    (((byte as u32 & 0x0f) << 12) | ((bytes[i + 1] as u32 & 0x3f) << 6) | (bytes[i + 2] as u32 & 0x3f), 3)
+                }
+                _ => (
+                    ((byte as u32 & 0x07) << 18)
+                        | ((bytes[i + 1] as u32 & 0x3f) << 12)
+                        | ((bytes[i + 2] as u32 & 0x3f) << 6)
+                        | (bytes[i + 3] as u32 & 0x3f),
+                    4,
+                ),
+            };
+            if code >= 0x10000 {
+                let offset = code - 0x10000;
+                write_unit_escape(out, 0xd800 | (offset >> 10) as u16);
+                write_unit_escape(out, 0xdc00 | (offset & 0x3ff) as u16);
+            } else {
+                write_unit_escape(out, code as u16);
             }
-            i += ch.len_utf8();
+            i += width;
         }
         start = i;
     }
@@ -512,7 +589,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        Value::Int(i) => write_i64(out, *i),
         Value::BigInt(literal) => out.extend_from_slice(literal.as_bytes()),
         Value::Float(f) => write_float(out, *f),
         Value::Str(s) => write_str(out, s),
@@ -632,6 +709,14 @@ mod tests {
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (-2.5e100, "-2.5e+100"),
             (9999999999999998.0, "9999999999999998.0"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (1e22, "1e+22"),
+            (1e-7, "1e-07"),
+            (123456789.0, "123456789.0"),
+            (2.5e-5, "2.5e-05"),
+            (0.001, "0.001"),
+            (1234567890123456.8, "1234567890123456.8"),
+            (12345678901234568.0, "1.2345678901234568e+16"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "Infinity"),
             (f64::NEG_INFINITY, "-Infinity"),
@@ -645,6 +730,25 @@ mod tests {
         let mut out = Vec::new();
         write_str(&mut out, s);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn word_scan_finds_the_first_byte_to_escape() {
+        for byte in 0..=255u8 {
+            for position in 0..8 {
+                for tail in [b'a', b'"', 0x01, 0xc3] {
+                    let mut word = [b'a'; 8];
+                    word[position] = byte;
+                    for later in word.iter_mut().skip(position + 1) {
+                        *later = tail;
+                    }
+                    let mask = escape_mask(u64::from_le_bytes(word));
+                    let first = word.iter().position(|&b| !is_plain_ascii(b));
+                    let found = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, first, "word {word:?}");
+                }
+            }
+        }
     }
 
     #[test]

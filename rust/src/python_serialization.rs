@@ -15,6 +15,7 @@ use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::Borrowed;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple, PyType};
 
 use crate::json::{self, DecodeError, Sink, Value};
@@ -85,6 +86,12 @@ fn exact_dict() -> *mut ffi::PyTypeObject {
 fn exact_str() -> *mut ffi::PyTypeObject {
     &raw mut ffi::PyUnicode_Type
 }
+fn exact_int() -> *mut ffi::PyTypeObject {
+    &raw mut ffi::PyLong_Type
+}
+fn exact_float() -> *mut ffi::PyTypeObject {
+    &raw mut ffi::PyFloat_Type
+}
 
 /// The str's UTF-8, or `None` when it holds lone surrogates (no UTF-8 form).
 fn utf8<'a>(s: &'a Bound<'_, PyAny>) -> Option<&'a str> {
@@ -125,8 +132,7 @@ fn write_int(out: &mut Vec<u8>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
                 return Err(err);
             }
         }
-        let mut buffer = itoa_buffer();
-        out.extend_from_slice(format_i64(&mut buffer, value));
+        json::write_i64(out, value);
         return Ok(());
     }
     let text = known(obj.py())?.int_repr.bind(obj.py()).call1((obj,))?;
@@ -134,16 +140,15 @@ fn write_int(out: &mut Vec<u8>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-fn itoa_buffer() -> [u8; 20] {
-    [0; 20]
-}
-
-fn format_i64(buffer: &mut [u8; 20], value: i64) -> &[u8] {
-    use std::io::Write as _;
-    let mut cursor = &mut buffer[..];
-    write!(cursor, "{value}").expect("an i64 fits in 20 bytes");
-    let len = 20 - cursor.len();
-    &buffer[..len]
+/// Whether writing `ptr` runs no Python code (exact str, int, float, None,
+/// bool): such items are written from a borrowed reference, without the
+/// refcount traffic that protects containers and `default` results.
+fn is_leaf(ptr: *mut ffi::PyObject) -> bool {
+    let ty = unsafe { ffi::Py_TYPE(ptr) };
+    ty == exact_str()
+        || ty == exact_int()
+        || ty == exact_float()
+        || unsafe { ptr == ffi::Py_None() || ptr == ffi::Py_True() || ptr == ffi::Py_False() }
 }
 
 fn float_value(obj: &Bound<'_, PyAny>) -> f64 {
@@ -183,6 +188,25 @@ impl<'py> Encoder<'py> {
 
     fn value(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let ptr = obj.as_ptr();
+        let ty = unsafe { ffi::Py_TYPE(ptr) };
+        // Exact builtin types first, by pointer: the common case, and disjoint,
+        // so the order of CPython's (subclass-aware) checks below still holds.
+        if ty == exact_str() {
+            return write_pystr(&mut self.out, obj);
+        }
+        if ty == exact_int() {
+            return write_int(&mut self.out, obj);
+        }
+        if ty == exact_dict() {
+            return self.mapping(obj);
+        }
+        if ty == exact_list() || ty == exact_tuple() {
+            return self.sequence(obj);
+        }
+        if ty == exact_float() {
+            json::write_float(&mut self.out, float_value(obj));
+            return Ok(());
+        }
         unsafe {
             if ptr == ffi::Py_None() {
                 self.out.extend_from_slice(b"null");
@@ -208,34 +232,48 @@ impl<'py> Encoder<'py> {
     }
 
     fn sequence(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
-        // Subclasses are read through their iterator, as PySequence_Fast does.
-        let items: Option<Vec<Bound<'py, PyAny>>> = if is_exact(obj, exact_list()) || is_exact(obj, exact_tuple()) {
-            None
-        } else {
-            Some(obj.try_iter()?.collect::<PyResult<_>>()?)
-        };
-        let len = |obj: &Bound<'py, PyAny>| -> usize {
-            match &items {
+        let py = obj.py();
+        let ptr = obj.as_ptr();
+        // Exact lists and tuples are read in place, re-checking the length at
+        // each step as CPython does; subclasses through their iterator, as
+        // PySequence_Fast does.
+        let list = is_exact(obj, exact_list());
+        let items: Option<Vec<Bound<'py, PyAny>>> =
+            if list || is_exact(obj, exact_tuple()) { None } else { Some(obj.try_iter()?.collect::<PyResult<_>>()?) };
+        let len = |items: &Option<Vec<Bound<'py, PyAny>>>| -> usize {
+            match items {
                 Some(items) => items.len(),
-                None => obj.len().unwrap_or(0),
+                None if list => unsafe { ffi::PyList_Size(ptr) as usize },
+                None => unsafe { ffi::PyTuple_Size(ptr) as usize },
             }
         };
-        if len(obj) == 0 {
+        if len(&items) == 0 {
             self.out.extend_from_slice(b"[]");
             return Ok(());
         }
         self.enter(obj)?;
         self.out.push(b'[');
         let mut i = 0;
-        while i < len(obj) {
+        while i < len(&items) {
             if i > 0 {
                 self.out.extend_from_slice(b", ");
             }
-            let item = match &items {
-                Some(items) => items[i].clone(),
-                None => obj.get_item(i)?,
-            };
-            self.value(&item)?;
+            match &items {
+                Some(items) => self.value(&items[i].clone())?,
+                None => unsafe {
+                    let borrowed = if list {
+                        ffi::PyList_GetItem(ptr, i as ffi::Py_ssize_t)
+                    } else {
+                        ffi::PyTuple_GetItem(ptr, i as ffi::Py_ssize_t)
+                    };
+                    if is_leaf(borrowed) {
+                        self.value(&Borrowed::from_ptr(py, borrowed))?;
+                    } else {
+                        // Owned: writing it may run Python code that shrinks the list.
+                        self.value(&Bound::from_borrowed_ptr(py, borrowed))?;
+                    }
+                },
+            }
             i += 1;
         }
         self.out.push(b']');
@@ -260,9 +298,14 @@ impl<'py> Encoder<'py> {
                 if unsafe { ffi::PyDict_Next(obj.as_ptr(), &mut position, &mut key, &mut value) } == 0 {
                     break;
                 }
-                // Owned references: writing the value may run Python code that mutates the dict.
-                let (key, value) = unsafe { (Bound::from_borrowed_ptr(obj.py(), key), Bound::from_borrowed_ptr(obj.py(), value)) };
-                self.entry(&mut first, &key, &value)?;
+                let py = obj.py();
+                if is_leaf(key) && is_leaf(value) {
+                    unsafe { self.entry(&mut first, &Borrowed::from_ptr(py, key), &Borrowed::from_ptr(py, value))? };
+                } else {
+                    // Owned: writing them may run Python code that mutates the dict.
+                    let (key, value) = unsafe { (Bound::from_borrowed_ptr(py, key), Bound::from_borrowed_ptr(py, value)) };
+                    self.entry(&mut first, &key, &value)?;
+                }
             }
         } else {
             let items = unsafe { Bound::from_owned_ptr_or_err(obj.py(), ffi::PyMapping_Items(obj.as_ptr()))? };
@@ -338,14 +381,28 @@ fn new_str<'py>(py: Python<'py>, ascii: &[u8]) -> PyResult<Bound<'py, PyString>>
     }
 }
 
+thread_local! {
+    /// The last call's output buffer: growing a fresh one to a checkpoint's
+    /// size costs page faults and copies on every call.
+    static OUTPUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Buffers up to this size are kept for the thread's next call.
+const MAX_KEPT_OUTPUT: usize = 8 << 20;
+
 /// `json.dumps(obj, default=default)`.
 #[pyfunction]
 #[pyo3(signature = (obj, default = None))]
 fn json_dumps<'py>(obj: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyString>> {
     guarded(|| {
-        let mut encoder = Encoder { out: Vec::with_capacity(256), default, markers: Vec::new() };
-        encoder.value(obj)?;
-        new_str(obj.py(), &encoder.out)
+        let mut out = OUTPUT.with(|spare| spare.take());
+        out.clear();
+        let mut encoder = Encoder { out, default, markers: Vec::new() };
+        let written = encoder.value(obj).and_then(|()| new_str(obj.py(), &encoder.out));
+        if encoder.out.capacity() <= MAX_KEPT_OUTPUT {
+            OUTPUT.with(|spare| spare.replace(encoder.out));
+        }
+        written
     })
 }
 
@@ -353,6 +410,38 @@ fn json_dumps<'py>(obj: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) 
 
 struct PySink<'py> {
     py: Python<'py>,
+    /// Object keys made so far, direct-mapped by a hash of their text:
+    /// documents repeat a few keys many times (CPython's scanner shares them
+    /// too), and a miss costs one hash, never an allocation of ours.
+    keys: Vec<Option<Bound<'py, PyString>>>,
+}
+
+const KEY_SLOTS: usize = 512;
+const MAX_SHARED_KEY: usize = 48;
+
+impl<'py> PySink<'py> {
+    fn new(py: Python<'py>) -> Self {
+        PySink { py, keys: Vec::new() }
+    }
+
+    fn key(&mut self, key: &str) -> Bound<'py, PyString> {
+        if key.len() > MAX_SHARED_KEY {
+            return PyString::new(self.py, key);
+        }
+        if self.keys.is_empty() {
+            self.keys.resize(KEY_SLOTS, None);
+        }
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let slot = (hash as usize) % KEY_SLOTS;
+        if let Some(known) = &self.keys[slot] {
+            if utf8(known.as_any()) == Some(key) {
+                return known.clone();
+            }
+        }
+        let made = PyString::new(self.py, key);
+        self.keys[slot] = Some(made.clone());
+        made
+    }
 }
 
 impl<'py> Sink for PySink<'py> {
@@ -395,7 +484,8 @@ impl<'py> Sink for PySink<'py> {
         Ok(PyDict::new(self.py))
     }
     fn insert(&mut self, object: &mut Self::Object, key: &str, value: Self::Value) -> PyResult<()> {
-        object.set_item(PyString::new(self.py, key), value)
+        let key = self.key(key);
+        object.set_item(key, value)
     }
     fn finish_object(&mut self, object: Self::Object) -> PyResult<Self::Value> {
         Ok(object.into_any())
@@ -409,7 +499,16 @@ fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
         let Some(source) = utf8(text.as_any()) else {
             return Err(NotHandledNatively::new_err("text holds lone surrogates"));
         };
-        match json::parse(source, &mut PySink { py: text.py() }) {
+        // The parse only allocates (no Python code runs, nothing it makes is
+        // garbage), yet every 700 new containers would start a collection
+        // that walks them all: about 40% of a large document's decode time.
+        // SAFETY: plain C API calls; the GIL is held throughout.
+        let collector_was_on = unsafe { ffi::PyGC_Disable() } == 1;
+        let parsed = json::parse(source, &mut PySink::new(text.py()));
+        if collector_was_on {
+            unsafe { ffi::PyGC_Enable() };
+        }
+        match parsed {
             Ok(value) => Ok(value),
             Err(DecodeError::Sink(err)) => Err(err),
             Err(DecodeError::Unsupported(reason)) => Err(NotHandledNatively::new_err(reason)),
@@ -599,15 +698,24 @@ impl<'py> Converter<'py> {
     }
 }
 
-/// `to_serializable(obj, exclude, max_depth)`.
+/// `to_serializable(obj, exclude, max_depth)`. Input nested beyond the native
+/// limit goes to `fallback(obj, exclude, max_depth)` (upstream's function),
+/// or raises `NotHandledNatively` without one.
 #[pyfunction]
-#[pyo3(signature = (obj, exclude = None, max_depth = 5))]
-fn to_serializable<'py>(obj: &Bound<'py, PyAny>, exclude: Option<Bound<'py, PyAny>>, max_depth: i64) -> PyResult<Bound<'py, PyAny>> {
-    guarded(|| {
-        let py = obj.py();
-        let mut converter = Converter { py, known: known(py)?, max_depth, ancestors: Vec::new(), too_deep: false };
-        converter.convert(obj, exclude.as_ref(), 0)
-    })
+#[pyo3(signature = (obj, exclude = None, max_depth = 5, fallback = None))]
+fn to_serializable<'py>(
+    obj: &Bound<'py, PyAny>,
+    exclude: Option<Bound<'py, PyAny>>,
+    max_depth: i64,
+    fallback: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let mut converter = Converter { py, known: known(py)?, max_depth, ancestors: Vec::new(), too_deep: false };
+    let converted = guarded(|| converter.convert(obj, exclude.as_ref(), 0));
+    match (converted, fallback) {
+        (Err(_), Some(fallback)) if converter.too_deep => fallback.call1((obj, exclude, max_depth)),
+        (result, _) => result,
+    }
 }
 
 // ----------------------------------------------------------------------------- AgentMessage
@@ -691,7 +799,7 @@ fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResul
 }
 
 fn value_to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-    let mut sink = PySink { py };
+    let mut sink = PySink::new(py);
     Ok(match value {
         Value::Null => sink.null()?,
         Value::Bool(b) => sink.boolean(*b)?,
