@@ -57,8 +57,17 @@ def json_dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
 def json_loads(text: str) -> Any:
     """json.loads(text); NotHandledNatively for what CPython must decode or word."""
 
-def to_serializable(obj: Any, exclude: Collection[Any] | None = None, max_depth: int = 5) -> Any:
-    """crewai.utilities.serialization.to_serializable, value for value."""
+def to_serializable(
+    obj: Any,
+    exclude: Collection[Any] | None = None,
+    max_depth: int | None = None,
+    fallback: Callable[[Any, Collection[Any] | None, int], Any] | None = None,
+) -> Any:
+    """crewai.utilities.serialization.to_serializable, value for value (max_depth None: 5).
+
+    What it leaves to upstream (nesting past its limit, a max_depth beyond i64)
+    goes to fallback(obj, exclude, max_depth), or raises NotHandledNatively.
+    """
 
 class AgentMessage:
     """An LLM message held in Rust (crewai's LLMMessage dict as a typed value)."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import functools
 import json
-import threading
 from typing import TYPE_CHECKING, Any
 
 from crewai_rust._backend import load_native, use_rust
@@ -41,29 +40,25 @@ if TYPE_CHECKING:
 __all__ = ["AgentMessage", "dumps", "loads", "serializer_override", "to_serializable"]
 
 _JSONEncoder = json.JSONEncoder
-_encoder_classes: dict[type, bool] = {}
-_encoder_defaults: dict[type, Any] = {}
-_encoder_classes_lock = threading.Lock()
+_encoder_defaults: dict[type, tuple[Any, Callable[[Any], Any] | None]] = {}
 
 
 def _plain_encoder_class(cls: type) -> bool:
     """True for a JSONEncoder subclass that customizes only ``default``.
 
     Those are the classes whose output the native encoder reproduces; one that
-    overrides ``__init__``, ``encode`` or ``iterencode`` goes to ``json.dumps``.
+    overrides ``__init__``, ``encode``, ``iterencode`` or the separators goes
+    to ``json.dumps``. Asked per call: class attributes can change.
     """
-    known = _encoder_classes.get(cls)
-    if known is None:
-        known = (
-            isinstance(cls, type)
-            and issubclass(cls, _JSONEncoder)
-            and cls.__init__ is _JSONEncoder.__init__
-            and cls.encode is _JSONEncoder.encode
-            and cls.iterencode is _JSONEncoder.iterencode
-        )
-        with _encoder_classes_lock:
-            _encoder_classes[cls] = known
-    return known
+    return (
+        isinstance(cls, type)
+        and issubclass(cls, _JSONEncoder)
+        and cls.__init__ is _JSONEncoder.__init__
+        and cls.encode is _JSONEncoder.encode
+        and cls.iterencode is _JSONEncoder.iterencode
+        and cls.item_separator == _JSONEncoder.item_separator
+        and cls.key_separator == _JSONEncoder.key_separator
+    )
 
 
 def _encoder_default(cls: type[json.JSONEncoder]) -> Callable[[Any], Any] | None:
@@ -71,14 +66,15 @@ def _encoder_default(cls: type[json.JSONEncoder]) -> Callable[[Any], Any] | None
 
     One encoder instance per class serves every call, as ``json.dumps`` keeps
     one for its own defaults: ``default`` is expected not to depend on state
-    an earlier call left in the instance.
+    an earlier call left in the instance. Rebuilt when ``cls.default`` is
+    replaced (``mock.patch.object`` in a test, say).
     """
-    hook = _encoder_defaults.get(cls)
-    if hook is None:
-        hook = False if cls.default is _JSONEncoder.default else cls().default
-        with _encoder_classes_lock:
-            _encoder_defaults[cls] = hook
-    return hook or None
+    method = cls.default
+    cached = _encoder_defaults.get(cls)
+    if cached is None or cached[0] is not method:
+        cached = (method, None if method is _JSONEncoder.default else cls().default)
+        _encoder_defaults[cls] = cached
+    return cached[1]
 
 
 def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Callable[[Any], Any] | None = None,

@@ -363,7 +363,9 @@ impl<'t> Parser<'t> {
 
     fn enter(&mut self) -> Result<(), &'static str> {
         self.depth += 1;
-        if self.depth > MAX_NESTING {
+        // A small thread stack may end before MAX_NESTING (frame sizes vary by build).
+        let stack_low = stacker::remaining_stack().is_some_and(|left| left < 128 * 1024);
+        if self.depth > MAX_NESTING || stack_low {
             Err("nesting deeper than the native parser's limit")
         } else {
             Ok(())

@@ -36,7 +36,24 @@ create_exception!(
 const MAX_ENCODE_NESTING: usize = 512;
 const MAX_CONVERT_NESTING: usize = 256;
 
+/// Native stack kept free: below it, the input goes back to Python as if it
+/// were too deep (a thread may run with a small stack, and frame sizes vary
+/// by build).
+const STACK_RESERVE: usize = 128 * 1024;
+
+fn stack_is_low() -> bool {
+    stacker::remaining_stack().is_some_and(|left| left < STACK_RESERVE)
+}
+
 struct Known {
+    /// `(str, int, float, bool, NoneType)`, `(list, tuple, set)`, `dict`,
+    /// `type`, `(str, int)`: upstream's isinstance() targets, which honour
+    /// `__class__` (a mock with a spec passes them).
+    primitives: Py<PyTuple>,
+    sequences: Py<PyTuple>,
+    dict: Py<PyType>,
+    type_type: Py<PyType>,
+    key_types: Py<PyTuple>,
     uuid: Py<PyType>,
     date: Py<PyType>,
     base_model: Py<PyType>,
@@ -48,7 +65,14 @@ static KNOWN: PyOnceLock<Known> = PyOnceLock::new();
 
 fn known(py: Python<'_>) -> PyResult<&'static Known> {
     KNOWN.get_or_try_init(py, || {
+        let builtins = py.import("builtins")?;
+        let get = |name: &str| builtins.getattr(name);
         Ok(Known {
+            primitives: PyTuple::new(py, [get("str")?, get("int")?, get("float")?, get("bool")?, py.None().into_bound(py).get_type().into_any()])?.unbind(),
+            sequences: PyTuple::new(py, [get("list")?, get("tuple")?, get("set")?])?.unbind(),
+            dict: get("dict")?.cast_into()?.unbind(),
+            type_type: get("type")?.cast_into()?.unbind(),
+            key_types: PyTuple::new(py, [get("str")?, get("int")?])?.unbind(),
             uuid: py.import("uuid")?.getattr("UUID")?.cast_into()?.unbind(),
             date: py.import("datetime")?.getattr("date")?.cast_into()?.unbind(),
             base_model: py.import("pydantic")?.getattr("BaseModel")?.cast_into()?.unbind(),
@@ -56,18 +80,6 @@ fn known(py: Python<'_>) -> PyResult<&'static Known> {
             int_repr: py.import("builtins")?.getattr("int")?.getattr("__repr__")?.unbind(),
         })
     })
-}
-
-/// CPython's `tp_name`, which `json`'s error messages quote: the bare name for
-/// classes defined in Python, `module.Name` for C types outside builtins.
-fn tp_name(ty: &Bound<'_, PyType>) -> PyResult<String> {
-    let name = ty.qualname()?.to_string();
-    let heap = unsafe { ffi::PyType_GetFlags(ty.as_type_ptr()) } & ffi::Py_TPFLAGS_HEAPTYPE != 0;
-    if heap {
-        return Ok(ty.name()?.to_string());
-    }
-    let module = ty.module()?.to_string();
-    Ok(if module == "builtins" { name } else { format!("{module}.{name}") })
 }
 
 fn is_exact(obj: &Bound<'_, PyAny>, ty: *mut ffi::PyTypeObject) -> bool {
@@ -151,6 +163,29 @@ fn is_leaf(ptr: *mut ffi::PyObject) -> bool {
         || unsafe { ptr == ffi::Py_None() || ptr == ffi::Py_True() || ptr == ffi::Py_False() }
 }
 
+/// CPython's own recursion accounting (`Py_EnterRecursiveCall`), at the
+/// points where the code this mirrors spends it, so a RecursionError comes at
+/// the same nesting under the same `sys.setrecursionlimit`.
+struct RecursionGuard;
+
+impl RecursionGuard {
+    fn enter(context: &'static std::ffi::CStr) -> PyResult<RecursionGuard> {
+        if unsafe { ffi::Py_EnterRecursiveCall(context.as_ptr()) } != 0 {
+            return Err(PyErr::take(unsafe { Python::assume_attached() })
+                .unwrap_or_else(|| PyRuntimeError::new_err("recursion check failed without an exception")));
+        }
+        Ok(RecursionGuard)
+    }
+}
+
+impl Drop for RecursionGuard {
+    fn drop(&mut self) {
+        unsafe { ffi::Py_LeaveRecursiveCall() };
+    }
+}
+
+const ENCODING: &std::ffi::CStr = c" while encoding a JSON object";
+
 fn float_value(obj: &Bound<'_, PyAny>) -> f64 {
     unsafe { ffi::PyFloat_AsDouble(obj.as_ptr()) }
 }
@@ -175,7 +210,7 @@ impl<'py> Encoder<'py> {
         if self.markers.contains(&id) {
             return Err(PyValueError::new_err("Circular reference detected"));
         }
-        if self.markers.len() >= MAX_ENCODE_NESTING {
+        if self.markers.len() >= MAX_ENCODE_NESTING || stack_is_low() {
             return Err(NotHandledNatively::new_err("nesting beyond the native encoder's limit"));
         }
         self.markers.push(id);
@@ -198,9 +233,11 @@ impl<'py> Encoder<'py> {
             return write_int(&mut self.out, obj);
         }
         if ty == exact_dict() {
+            let _guard = RecursionGuard::enter(ENCODING)?;
             return self.mapping(obj);
         }
         if ty == exact_list() || ty == exact_tuple() {
+            let _guard = RecursionGuard::enter(ENCODING)?;
             return self.sequence(obj);
         }
         if ty == exact_float() {
@@ -221,8 +258,10 @@ impl<'py> Encoder<'py> {
             } else if ffi::PyFloat_Check(ptr) != 0 {
                 json::write_float(&mut self.out, float_value(obj));
             } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+                let _guard = RecursionGuard::enter(ENCODING)?;
                 self.sequence(obj)?;
             } else if ffi::PyDict_Check(ptr) != 0 {
+                let _guard = RecursionGuard::enter(ENCODING)?;
                 self.mapping(obj)?;
             } else {
                 self.via_default(obj)?;
@@ -349,10 +388,9 @@ impl<'py> Encoder<'py> {
                 write_int(&mut self.out, key)?;
                 self.out.push(b'"');
             } else {
-                return Err(PyTypeError::new_err(format!(
-                    "keys must be str, int, float, bool or None, not {}",
-                    tp_name(&key.get_type())?
-                )));
+                // The TypeError quotes the C-level tp_name, which the limited
+                // API does not expose: let json.dumps word it.
+                return Err(NotHandledNatively::new_err("dict key of an unsupported type"));
             }
         }
         self.out.extend_from_slice(b": ");
@@ -361,11 +399,16 @@ impl<'py> Encoder<'py> {
 
     fn via_default(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let Some(default) = self.default.clone() else {
-            return Err(PyTypeError::new_err(format!("Object of type {} is not JSON serializable", type_name(obj)?)));
+            // JSONEncoder.default's TypeError names `o.__class__`, which may
+            // differ from the type: let json.dumps word it.
+            return Err(NotHandledNatively::new_err("no default hook for this object"));
         };
         self.enter(obj)?;
         let replacement = default.call1((obj,))?;
-        self.value(&replacement)?;
+        {
+            let _guard = RecursionGuard::enter(ENCODING)?;
+            self.value(&replacement)?;
+        }
         self.leave();
         Ok(())
     }
@@ -414,6 +457,10 @@ struct PySink<'py> {
     /// documents repeat a few keys many times (CPython's scanner shares them
     /// too), and a miss costs one hash, never an allocation of ours.
     keys: Vec<Option<Bound<'py, PyString>>>,
+    /// Arrays and objects open, each holding one `Py_EnterRecursiveCall` as
+    /// CPython's scanner does; released as they close, or all at the end when
+    /// the parse stops early.
+    open: usize,
 }
 
 const KEY_SLOTS: usize = 512;
@@ -421,7 +468,18 @@ const MAX_SHARED_KEY: usize = 48;
 
 impl<'py> PySink<'py> {
     fn new(py: Python<'py>) -> Self {
-        PySink { py, keys: Vec::new() }
+        PySink { py, keys: Vec::new(), open: 0 }
+    }
+
+    fn open(&mut self, context: &'static std::ffi::CStr) -> PyResult<()> {
+        std::mem::forget(RecursionGuard::enter(context)?);
+        self.open += 1;
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.open -= 1;
+        unsafe { ffi::Py_LeaveRecursiveCall() };
     }
 
     fn key(&mut self, key: &str) -> Bound<'py, PyString> {
@@ -471,6 +529,7 @@ impl<'py> Sink for PySink<'py> {
         Ok(PyString::new(self.py, value).into_any())
     }
     fn new_array(&mut self) -> PyResult<Self::Array> {
+        self.open(c" while decoding a JSON array from a unicode string")?;
         Ok(Vec::new())
     }
     fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
@@ -478,9 +537,11 @@ impl<'py> Sink for PySink<'py> {
         Ok(())
     }
     fn finish_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
+        self.close();
         Ok(PyList::new(self.py, array)?.into_any())
     }
     fn new_object(&mut self) -> PyResult<Self::Object> {
+        self.open(c" while decoding a JSON object from a unicode string")?;
         Ok(PyDict::new(self.py))
     }
     fn insert(&mut self, object: &mut Self::Object, key: &str, value: Self::Value) -> PyResult<()> {
@@ -488,6 +549,7 @@ impl<'py> Sink for PySink<'py> {
         object.set_item(key, value)
     }
     fn finish_object(&mut self, object: Self::Object) -> PyResult<Self::Value> {
+        self.close();
         Ok(object.into_any())
     }
 }
@@ -504,7 +566,11 @@ fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
         // that walks them all: about 40% of a large document's decode time.
         // SAFETY: plain C API calls; the GIL is held throughout.
         let collector_was_on = unsafe { ffi::PyGC_Disable() } == 1;
-        let parsed = json::parse(source, &mut PySink::new(text.py()));
+        let mut sink = PySink::new(text.py());
+        let parsed = json::parse(source, &mut sink);
+        while sink.open > 0 {
+            sink.close();
+        }
         if collector_was_on {
             unsafe { ffi::PyGC_Enable() };
         }
@@ -546,30 +612,39 @@ impl<'py> Converter<'py> {
         if is_exact(key, exact_str()) {
             return Ok(key.clone());
         }
-        let ptr = key.as_ptr();
-        if unsafe { ffi::PyUnicode_Check(ptr) != 0 || ffi::PyLong_Check(ptr) != 0 } {
+        if key.is_instance(self.known.key_types.bind(self.py))? {
             return Ok(key.str()?.into_any());
         }
-        let text = format!("key_{}_{}", ptr as usize, key.repr()?.to_str()?);
+        let text = format!("key_{}_{}", key.as_ptr() as usize, key.repr()?.to_str()?);
         Ok(PyString::new(self.py, &text).into_any())
     }
 
     fn convert(&mut self, obj: &Bound<'py, PyAny>, exclude: Option<&Bound<'py, PyAny>>, depth: i64) -> PyResult<Bound<'py, PyAny>> {
+        // Upstream spends a Python frame on each call (and one more on each
+        // container's comprehension, below).
+        let _frame = RecursionGuard::enter(c"")?;
         if self.max_depth > 0 && depth >= self.max_depth {
             return Ok(obj.repr()?.into_any());
         }
         let ptr = obj.as_ptr();
-        let builtin_container = is_exact(obj, exact_list()) || is_exact(obj, exact_dict()) || is_exact(obj, exact_tuple());
-        if !builtin_container {
-            if ptr == unsafe { ffi::Py_None() }
-                || unsafe { ffi::PyUnicode_Check(ptr) != 0 || ffi::PyLong_Check(ptr) != 0 || ffi::PyFloat_Check(ptr) != 0 }
-            {
+        let ty = unsafe { ffi::Py_TYPE(ptr) };
+        // Exact builtin types by pointer first (the common case): for them
+        // isinstance() cannot answer otherwise.
+        if ty == exact_str() || ty == exact_int() || ty == exact_float() || unsafe {
+            ptr == ffi::Py_None() || ptr == ffi::Py_True() || ptr == ffi::Py_False()
+        } {
+            return Ok(obj.clone());
+        }
+        let builtin = ty == exact_list() || ty == exact_dict() || ty == exact_tuple();
+        if !builtin {
+            let py = self.py;
+            if obj.is_instance(self.known.primitives.bind(py))? {
                 return Ok(obj.clone());
             }
-            if obj.is_instance(self.known.uuid.bind(self.py))? {
+            if obj.is_instance(self.known.uuid.bind(py))? {
                 return Ok(obj.str()?.into_any());
             }
-            if obj.is_instance(self.known.date.bind(self.py))? {
+            if obj.is_instance(self.known.date.bind(py))? {
                 return obj.call_method0("isoformat");
             }
         }
@@ -577,27 +652,58 @@ impl<'py> Converter<'py> {
         if self.ancestors.contains(&id) {
             return Ok(PyString::new(self.py, &format!("<circular_ref:{}>", type_name(obj)?)).into_any());
         }
-        if self.ancestors.len() >= MAX_CONVERT_NESTING {
+        if self.ancestors.len() >= MAX_CONVERT_NESTING || stack_is_low() {
             self.too_deep = true;
             return Err(NotHandledNatively::new_err("nesting beyond the native converter's limit"));
         }
         self.ancestors.push(id);
-        let result = self.container(obj, exclude, depth, builtin_container);
+        let result = if builtin { self.builtin_container(obj, exclude, depth) } else { self.other(obj, exclude, depth) };
         self.ancestors.pop();
         result
     }
 
-    fn container(
-        &mut self,
-        obj: &Bound<'py, PyAny>,
-        exclude: Option<&Bound<'py, PyAny>>,
-        depth: i64,
-        builtin_container: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    /// An exact list, tuple or dict: read in place.
+    fn builtin_container(&mut self, obj: &Bound<'py, PyAny>, exclude: Option<&Bound<'py, PyAny>>, depth: i64) -> PyResult<Bound<'py, PyAny>> {
+        let _comprehension = RecursionGuard::enter(c"")?;
         let ptr = obj.as_ptr();
-        if !builtin_container && unsafe { ffi::PyType_Check(ptr) == 0 } && obj.get_type().hasattr("__dataclass_fields__")? {
+        if is_exact(obj, exact_dict()) {
             let result = PyDict::new(self.py);
-            for field in self.known.dataclass_fields.bind(self.py).call1((obj,))?.try_iter()? {
+            let dict = obj.cast::<PyDict>()?;
+            let size = dict.len();
+            let mut position: ffi::Py_ssize_t = 0;
+            loop {
+                let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+                let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+                if unsafe { ffi::PyDict_Next(ptr, &mut position, &mut key, &mut value) } == 0 {
+                    break;
+                }
+                let (key, value) = unsafe { (Bound::from_borrowed_ptr(self.py, key), Bound::from_borrowed_ptr(self.py, value)) };
+                if !self.excluded(exclude, &key)? {
+                    result.set_item(self.key(&key)?, self.convert(&value, exclude, depth + 1)?)?;
+                }
+                if dict.len() != size {
+                    return Err(PyRuntimeError::new_err("dictionary changed size during iteration"));
+                }
+            }
+            return Ok(result.into_any());
+        }
+        let result = PyList::empty(self.py);
+        let mut i = 0;
+        while i < obj.len()? {
+            result.append(self.convert(&obj.get_item(i)?, exclude, depth + 1)?)?;
+            i += 1;
+        }
+        Ok(result.into_any())
+    }
+
+    /// Anything else, through upstream's isinstance() checks in upstream's order.
+    fn other(&mut self, obj: &Bound<'py, PyAny>, exclude: Option<&Bound<'py, PyAny>>, depth: i64) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        // dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+        if obj.get_type().hasattr("__dataclass_fields__")? && !obj.is_instance(self.known.type_type.bind(py))? {
+            let _comprehension = RecursionGuard::enter(c"")?;
+            let result = PyDict::new(py);
+            for field in self.known.dataclass_fields.bind(py).call1((obj,))?.try_iter()? {
                 let name = field?.getattr("name")?;
                 if self.excluded(exclude, &name)? {
                     continue;
@@ -607,53 +713,27 @@ impl<'py> Converter<'py> {
             }
             return Ok(result.into_any());
         }
-        if unsafe { ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 || ffi::PySet_Check(ptr) != 0 } {
-            let result = PyList::empty(self.py);
-            if builtin_container {
-                let mut i = 0;
-                while i < obj.len()? {
-                    result.append(self.convert(&obj.get_item(i)?, exclude, depth + 1)?)?;
-                    i += 1;
-                }
-            } else {
-                for item in obj.try_iter()? {
-                    result.append(self.convert(&item?, exclude, depth + 1)?)?;
+        if obj.is_instance(self.known.sequences.bind(py))? {
+            let _comprehension = RecursionGuard::enter(c"")?;
+            let result = PyList::empty(py);
+            for item in obj.try_iter()? {
+                result.append(self.convert(&item?, exclude, depth + 1)?)?;
+            }
+            return Ok(result.into_any());
+        }
+        if obj.is_instance(self.known.dict.bind(py))? {
+            let _comprehension = RecursionGuard::enter(c"")?;
+            let result = PyDict::new(py);
+            for item in obj.call_method0("items")?.try_iter()? {
+                let item = item?;
+                let (key, value) = (item.get_item(0)?, item.get_item(1)?);
+                if !self.excluded(exclude, &key)? {
+                    result.set_item(self.key(&key)?, self.convert(&value, exclude, depth + 1)?)?;
                 }
             }
             return Ok(result.into_any());
         }
-        if unsafe { ffi::PyDict_Check(ptr) != 0 } {
-            let result = PyDict::new(self.py);
-            if builtin_container {
-                let dict = obj.cast::<PyDict>()?;
-                let size = dict.len();
-                let mut position: ffi::Py_ssize_t = 0;
-                loop {
-                    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-                    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-                    if unsafe { ffi::PyDict_Next(ptr, &mut position, &mut key, &mut value) } == 0 {
-                        break;
-                    }
-                    let (key, value) = unsafe { (Bound::from_borrowed_ptr(self.py, key), Bound::from_borrowed_ptr(self.py, value)) };
-                    if !self.excluded(exclude, &key)? {
-                        result.set_item(self.key(&key)?, self.convert(&value, exclude, depth + 1)?)?;
-                    }
-                    if dict.len() != size {
-                        return Err(PyRuntimeError::new_err("dictionary changed size during iteration"));
-                    }
-                }
-            } else {
-                for item in obj.call_method0("items")?.try_iter()? {
-                    let item = item?;
-                    let (key, value) = (item.get_item(0)?, item.get_item(1)?);
-                    if !self.excluded(exclude, &key)? {
-                        result.set_item(self.key(&key)?, self.convert(&value, exclude, depth + 1)?)?;
-                    }
-                }
-            }
-            return Ok(result.into_any());
-        }
-        if !builtin_container && obj.is_instance(self.known.base_model.bind(self.py))? {
+        if obj.is_instance(self.known.base_model.bind(py))? {
             return self.model(obj, exclude, depth);
         }
         Ok(obj.repr()?.into_any())
@@ -678,6 +758,7 @@ impl<'py> Converter<'py> {
         };
         drop(err);
         let from_attributes = (|| {
+            let _comprehension = RecursionGuard::enter(c"")?;
             let result = PyDict::new(self.py);
             let attributes = obj.getattr("__dict__")?;
             for item in attributes.call_method0("items")?.try_iter()? {
@@ -699,22 +780,41 @@ impl<'py> Converter<'py> {
 }
 
 /// `to_serializable(obj, exclude, max_depth)`. Input nested beyond the native
-/// limit goes to `fallback(obj, exclude, max_depth)` (upstream's function),
-/// or raises `NotHandledNatively` without one.
+/// limit, and a `max_depth` that is not an int within i64, goes to
+/// `fallback(obj, exclude, max_depth)` (upstream's function), or raises
+/// `NotHandledNatively` without one.
 #[pyfunction]
-#[pyo3(signature = (obj, exclude = None, max_depth = 5, fallback = None))]
+#[pyo3(signature = (obj, exclude = None, max_depth = None, fallback = None))]
 fn to_serializable<'py>(
     obj: &Bound<'py, PyAny>,
     exclude: Option<Bound<'py, PyAny>>,
-    max_depth: i64,
+    max_depth: Option<Bound<'py, PyAny>>,
     fallback: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let mut converter = Converter { py, known: known(py)?, max_depth, ancestors: Vec::new(), too_deep: false };
+    let depth_limit = match &max_depth {
+        None => Some(5),
+        Some(limit) if is_exact(limit, exact_int()) => limit.extract::<i64>().ok(),
+        Some(_) => None,
+    };
+    let hand_over = |reason: &'static str| -> PyResult<Bound<'py, PyAny>> {
+        let Some(fallback) = &fallback else {
+            return Err(NotHandledNatively::new_err(reason));
+        };
+        let limit = match &max_depth {
+            Some(limit) => limit.clone(),
+            None => 5i64.into_pyobject(py)?.into_any(),
+        };
+        fallback.call1((obj, &exclude, limit))
+    };
+    let Some(depth_limit) = depth_limit else {
+        return hand_over("max_depth is not an int within i64");
+    };
+    let mut converter = Converter { py, known: known(py)?, max_depth: depth_limit, ancestors: Vec::new(), too_deep: false };
     let converted = guarded(|| converter.convert(obj, exclude.as_ref(), 0));
-    match (converted, fallback) {
-        (Err(_), Some(fallback)) if converter.too_deep => fallback.call1((obj, exclude, max_depth)),
-        (result, _) => result,
+    match converted {
+        Err(_) if converter.too_deep => hand_over("nesting beyond the native converter's limit"),
+        result => result,
     }
 }
 
@@ -733,8 +833,8 @@ const ROLES: [&str; 4] = ["user", "assistant", "system", "tool"];
 /// refused with a ``TypeError``. ``to_dict()`` gives the dict LLM clients take,
 /// ``to_json()`` equals ``json.dumps(message.to_dict())``. Bad values raise
 /// ``TypeError``/``ValueError`` naming the field.
-#[pyclass(module = "crewai_rust._native", frozen, eq, skip_from_py_object)]
-#[derive(Clone, PartialEq)]
+#[pyclass(module = "crewai_rust._native", frozen, skip_from_py_object)]
+#[derive(Clone)]
 pub struct AgentMessage {
     role: String,
     content: Value,
@@ -747,8 +847,11 @@ pub struct AgentMessage {
 }
 
 fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResult<Value> {
-    if depth > MAX_CONVERT_NESTING {
-        return Err(PyValueError::new_err(format!("AgentMessage field '{field}' is nested too deeply")));
+    if depth >= json::MAX_NESTING || stack_is_low() {
+        return Err(PyValueError::new_err(format!(
+            "AgentMessage field '{field}' is nested deeper than {} levels",
+            json::MAX_NESTING
+        )));
     }
     let ptr = obj.as_ptr();
     unsafe {
@@ -832,9 +935,16 @@ fn optional_str(value: Option<Value>, field: &str) -> PyResult<Option<String>> {
     }
 }
 
+fn files_refused() -> PyErr {
+    PyTypeError::new_err("AgentMessage cannot hold 'files' (file objects have no JSON form); keep such messages as dicts")
+}
+
 impl AgentMessage {
     /// Builds a message from its fields in LLMMessage order, validating each.
     fn from_entries(mut entries: Vec<(String, Value)>) -> PyResult<Self> {
+        if entries.iter().any(|(key, _)| key == "files") {
+            return Err(files_refused());
+        }
         let mut take = |key: &str| -> Option<Value> {
             let index = entries.iter().position(|(k, _)| k == key)?;
             Some(entries.remove(index).1)
@@ -931,15 +1041,18 @@ impl AgentMessage {
         let dict = message
             .cast::<PyDict>()
             .map_err(|_| PyTypeError::new_err(format!("AgentMessage.from_dict takes a dict, not {}", type_name(message).unwrap_or_default())))?;
-        if dict.contains("files")? {
-            return Err(PyTypeError::new_err(
-                "AgentMessage cannot hold 'files' (file objects have no JSON form); keep such messages as dicts",
-            ));
+        let mut entries = Vec::with_capacity(dict.len());
+        for (key, value) in dict.iter() {
+            let key = key.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!("AgentMessage keys are str, not {}", type_name(&key).unwrap_or_default()))
+            })?;
+            let field = key.to_str()?;
+            if field == "files" {
+                return Err(files_refused());
+            }
+            entries.push((field.to_string(), python_to_value(&value, field, 0)?));
         }
-        match python_to_value(message, "message", 0)? {
-            Value::Object(entries) => guarded(|| Self::from_entries(entries)),
-            _ => unreachable!("a dict converts to an object"),
-        }
+        guarded(|| Self::from_entries(entries))
     }
 
     #[staticmethod]
@@ -990,6 +1103,21 @@ impl AgentMessage {
     #[getter]
     fn raw_tool_call_parts<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.raw_tool_call_parts.as_ref().map(|parts| value_to_python(py, parts)).transpose()
+    }
+
+    /// Equal when the dict forms are equal (so key order and 1 == 1.0 are
+    /// seen as a dict sees them, and a NaN is never equal).
+    fn __eq__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let Ok(other) = other.cast::<AgentMessage>() else {
+            return Ok(py.NotImplemented());
+        };
+        let equal = self.to_dict(py)?.eq(other.get().to_dict(py)?)?;
+        Ok(pyo3::types::PyBool::new(py, equal).to_owned().into_any().unbind())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyString>,))> {
+        let py = slf.py();
+        Ok((slf.get_type().getattr("from_json")?, (slf.get().to_json(py)?,)))
     }
 
     fn __repr__(&self) -> String {
