@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 
 logger = logging.getLogger("crewai_rust")
@@ -165,44 +166,57 @@ def resolve(component: str) -> ComponentStatus:
     return ComponentStatus(component, setting, source, "rust", why)
 
 
-_decisions: dict[str, tuple[tuple[object, ...], bool]] = {}
-
-
-def _environment_reader() -> Callable[[str], object]:
-    """A cheap read of one environment variable, for the per-call decision.
+def _switch_reader(variable: str) -> Callable[[], object]:
+    """A cheap, live read of one environment variable, for the per-call decision.
 
     ``os.environ.get`` costs about a microsecond (it encodes the key and
     decodes the value); CPython's ``os.environ`` keeps its values in a dict
-    under encoded keys, which is read here directly, live, when present.
+    under encoded keys, which is read here directly when present.
     """
     data = getattr(os.environ, "_data", None)
     encodekey = getattr(os.environ, "encodekey", None)
     if not isinstance(data, dict) or encodekey is None:
-        return os.environ.get
-    keys = {variable: encodekey(variable) for variable in (MASTER_VARIABLE, *_VARIABLES.values())}
-    return lambda variable: data.get(keys[variable])
+        return functools.partial(os.environ.get, variable)
+    return functools.partial(data.get, encodekey(variable))
 
 
-_read_switch = _environment_reader()
+def _decider(component: str) -> Callable[[], bool]:
+    """``use_rust(component)`` as a closure: the answer is kept until one of its
+    inputs changes (the two variables or a runtime override)."""
+    read_master = _switch_reader(MASTER_VARIABLE)
+    read_component = _switch_reader(_VARIABLES[component])
+    overrides = _overrides
+    decided: list[Any] = [None, False]
+
+    def decide() -> bool:
+        inputs = (read_master(), read_component(), overrides.get(component))
+        if inputs != decided[0]:
+            on_rust = resolve(component).backend == "rust"  # raises like resolve(), every time
+            decided[:] = [inputs, on_rust]
+        return decided[1]
+
+    return decide
+
+
+_deciders: dict[str, Callable[[], bool]] = {component: _decider(component) for component in COMPONENTS}
 
 
 def use_rust(component: str) -> bool:
     """The question every hook asks: run this component on Rust now?
 
     Hooks ask on every call (a serialization call costs a few microseconds),
-    so the answer is kept until one of its inputs changes: the two variables
-    or a runtime override. Raises like :func:`resolve`, every time.
+    so the answer is kept until one of its inputs changes. Hot callers hold
+    :func:`decider` instead. Raises like :func:`resolve`, every time.
     """
-    variable = _VARIABLES.get(component)
-    if variable is None:
+    decide = _deciders.get(component)
+    if decide is None:
         return resolve(component).backend == "rust"  # raises: unknown component
-    inputs = (_read_switch(MASTER_VARIABLE), _read_switch(variable), _overrides.get(component))
-    decided = _decisions.get(component)
-    if decided is not None and decided[0] == inputs:
-        return decided[1]
-    on_rust = resolve(component).backend == "rust"
-    _decisions[component] = (inputs, on_rust)
-    return on_rust
+    return decide()
+
+
+def decider(component: str) -> Callable[[], bool]:
+    """The zero-argument form of ``use_rust(component)``, for hooks called per value."""
+    return _deciders[component]
 
 
 def validate_environment() -> None:

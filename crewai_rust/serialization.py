@@ -31,7 +31,7 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-from crewai_rust._backend import load_native, use_rust
+from crewai_rust._backend import decider, load_native
 
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["AgentMessage", "dumps", "loads", "serializer_override", "to_serializable"]
 
 _JSONEncoder = json.JSONEncoder
+_on_rust = decider("serialization")
 _encoder_defaults: dict[type, tuple[Any, Callable[[Any], Any] | None]] = {}
 
 
@@ -86,7 +87,7 @@ def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Calla
     as crewai's ``CrewJSONEncoder``); any other keyword argument, or the
     component switched off, runs ``json.dumps`` itself.
     """
-    if kwargs or not use_rust("serialization") or (cls is not None and not _plain_encoder_class(cls)):
+    if kwargs or not _on_rust() or (cls is not None and not _plain_encoder_class(cls)):
         return json.dumps(obj, cls=cls, default=default, **kwargs)
     native = load_native()
     hook = default if default is not None or cls is None else _encoder_default(cls)
@@ -98,7 +99,7 @@ def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Calla
 
 def loads(s: str | bytes | bytearray, **kwargs: Any) -> Any:
     """``json.loads(s, **kwargs)``, on the Rust decoder for a str with no keyword arguments."""
-    if kwargs or type(s) is not str or not use_rust("serialization"):
+    if kwargs or type(s) is not str or not _on_rust():
         return json.loads(s, **kwargs)
     native = load_native()
     try:
@@ -124,7 +125,7 @@ def serializer_override() -> Callable[..., Serializable] | None:
     the next call. The callable takes ``(obj, exclude, max_depth)``.
     """
     global _native_to_serializable
-    if not use_rust("serialization"):
+    if not _on_rust():
         return None
     if _native_to_serializable is None:
         _native_to_serializable = functools.partial(load_native().to_serializable, fallback=_upstream_to_serializable)
