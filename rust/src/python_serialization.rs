@@ -1056,8 +1056,9 @@ impl AgentMessage {
     }
 
     #[staticmethod]
-    fn from_json(text: &str) -> PyResult<Self> {
-        guarded(|| match json::parse(text, &mut json::ValueSink) {
+    fn from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
+        // Parsing into Rust values touches no Python object: other threads run meanwhile.
+        guarded(|| match py.detach(|| json::parse(text, &mut json::ValueSink)) {
             Ok(Value::Object(entries)) => Self::from_entries(entries),
             Ok(_) => Err(PyValueError::new_err("AgentMessage JSON must be an object")),
             Err(DecodeError::Unsupported(reason)) => Err(PyValueError::new_err(format!("invalid AgentMessage JSON: {reason}"))),
@@ -1070,8 +1071,11 @@ impl AgentMessage {
     }
 
     fn to_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        let mut out = Vec::with_capacity(128);
-        json::write_value(&mut out, &self.to_value());
+        let out = py.detach(|| {
+            let mut out = Vec::with_capacity(128);
+            json::write_value(&mut out, &self.to_value());
+            out
+        });
         new_str(py, &out)
     }
 
