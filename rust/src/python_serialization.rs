@@ -77,7 +77,7 @@ fn known(py: Python<'_>) -> PyResult<&'static Known> {
             date: py.import("datetime")?.getattr("date")?.cast_into()?.unbind(),
             base_model: py.import("pydantic")?.getattr("BaseModel")?.cast_into()?.unbind(),
             dataclass_fields: py.import("dataclasses")?.getattr("fields")?.unbind(),
-            int_repr: py.import("builtins")?.getattr("int")?.getattr("__repr__")?.unbind(),
+            int_repr: get("int")?.getattr("__repr__")?.unbind(),
         })
     })
 }
@@ -152,15 +152,70 @@ fn write_int(out: &mut Vec<u8>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Whether writing `ptr` runs no Python code (exact str, int, float, None,
-/// bool): such items are written from a borrowed reference, without the
-/// refcount traffic that protects containers and `default` results.
-fn is_leaf(ptr: *mut ffi::PyObject) -> bool {
-    let ty = unsafe { ffi::Py_TYPE(ptr) };
-    ty == exact_str()
-        || ty == exact_int()
-        || ty == exact_float()
-        || unsafe { ptr == ffi::Py_None() || ptr == ffi::Py_True() || ptr == ffi::Py_False() }
+/// What `json` makes of an object, by CPython's checks (subclasses included).
+/// The kinds are disjoint (no class can subclass two of str, int, float,
+/// list/tuple, dict), so the order of the checks only matters for speed:
+/// exact builtin types first, by pointer.
+#[derive(Clone, Copy)]
+enum Kind {
+    Null,
+    True,
+    False,
+    Str,
+    Int,
+    Float,
+    Sequence,
+    Mapping,
+    Other,
+}
+
+impl Kind {
+    fn of(ptr: *mut ffi::PyObject) -> Kind {
+        let ty = unsafe { ffi::Py_TYPE(ptr) };
+        if ty == exact_str() {
+            return Kind::Str;
+        }
+        if ty == exact_int() {
+            return Kind::Int;
+        }
+        if ty == exact_dict() {
+            return Kind::Mapping;
+        }
+        if ty == exact_list() || ty == exact_tuple() {
+            return Kind::Sequence;
+        }
+        if ty == exact_float() {
+            return Kind::Float;
+        }
+        unsafe {
+            if ptr == ffi::Py_None() {
+                Kind::Null
+            } else if ptr == ffi::Py_True() {
+                Kind::True
+            } else if ptr == ffi::Py_False() {
+                Kind::False
+            } else if ffi::PyUnicode_Check(ptr) != 0 {
+                Kind::Str
+            } else if ffi::PyLong_Check(ptr) != 0 {
+                Kind::Int
+            } else if ffi::PyFloat_Check(ptr) != 0 {
+                Kind::Float
+            } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+                Kind::Sequence
+            } else if ffi::PyDict_Check(ptr) != 0 {
+                Kind::Mapping
+            } else {
+                Kind::Other
+            }
+        }
+    }
+
+    /// Writing it runs no Python code, so it can be written from a borrowed
+    /// reference, without the refcount traffic that protects containers and
+    /// `default` results.
+    fn is_leaf(self) -> bool {
+        !matches!(self, Kind::Sequence | Kind::Mapping | Kind::Other)
+    }
 }
 
 /// CPython's own recursion accounting (`Py_EnterRecursiveCall`), at the
@@ -222,50 +277,26 @@ impl<'py> Encoder<'py> {
     }
 
     fn value(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
-        let ptr = obj.as_ptr();
-        let ty = unsafe { ffi::Py_TYPE(ptr) };
-        // Exact builtin types first, by pointer: the common case, and disjoint,
-        // so the order of CPython's (subclass-aware) checks below still holds.
-        if ty == exact_str() {
-            return write_pystr(&mut self.out, obj);
-        }
-        if ty == exact_int() {
-            return write_int(&mut self.out, obj);
-        }
-        if ty == exact_dict() {
-            let _guard = RecursionGuard::enter(ENCODING)?;
-            return self.mapping(obj);
-        }
-        if ty == exact_list() || ty == exact_tuple() {
-            let _guard = RecursionGuard::enter(ENCODING)?;
-            return self.sequence(obj);
-        }
-        if ty == exact_float() {
-            json::write_float(&mut self.out, float_value(obj));
-            return Ok(());
-        }
-        unsafe {
-            if ptr == ffi::Py_None() {
-                self.out.extend_from_slice(b"null");
-            } else if ptr == ffi::Py_True() {
-                self.out.extend_from_slice(b"true");
-            } else if ptr == ffi::Py_False() {
-                self.out.extend_from_slice(b"false");
-            } else if ffi::PyUnicode_Check(ptr) != 0 {
-                write_pystr(&mut self.out, obj)?;
-            } else if ffi::PyLong_Check(ptr) != 0 {
-                write_int(&mut self.out, obj)?;
-            } else if ffi::PyFloat_Check(ptr) != 0 {
-                json::write_float(&mut self.out, float_value(obj));
-            } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+        self.value_of_kind(obj, Kind::of(obj.as_ptr()))
+    }
+
+    fn value_of_kind(&mut self, obj: &Bound<'py, PyAny>, kind: Kind) -> PyResult<()> {
+        match kind {
+            Kind::Null => self.out.extend_from_slice(b"null"),
+            Kind::True => self.out.extend_from_slice(b"true"),
+            Kind::False => self.out.extend_from_slice(b"false"),
+            Kind::Str => write_pystr(&mut self.out, obj)?,
+            Kind::Int => write_int(&mut self.out, obj)?,
+            Kind::Float => json::write_float(&mut self.out, float_value(obj)),
+            Kind::Sequence => {
                 let _guard = RecursionGuard::enter(ENCODING)?;
                 self.sequence(obj)?;
-            } else if ffi::PyDict_Check(ptr) != 0 {
+            }
+            Kind::Mapping => {
                 let _guard = RecursionGuard::enter(ENCODING)?;
                 self.mapping(obj)?;
-            } else {
-                self.via_default(obj)?;
             }
+            Kind::Other => self.via_default(obj)?,
         }
         Ok(())
     }
@@ -305,11 +336,12 @@ impl<'py> Encoder<'py> {
                     } else {
                         ffi::PyTuple_GetItem(ptr, i as ffi::Py_ssize_t)
                     };
-                    if is_leaf(borrowed) {
-                        self.value(&Borrowed::from_ptr(py, borrowed))?;
+                    let kind = Kind::of(borrowed);
+                    if kind.is_leaf() {
+                        self.value_of_kind(&Borrowed::from_ptr(py, borrowed), kind)?;
                     } else {
                         // Owned: writing it may run Python code that shrinks the list.
-                        self.value(&Bound::from_borrowed_ptr(py, borrowed))?;
+                        self.value_of_kind(&Bound::from_borrowed_ptr(py, borrowed), kind)?;
                     }
                 },
             }
@@ -338,12 +370,13 @@ impl<'py> Encoder<'py> {
                     break;
                 }
                 let py = obj.py();
-                if is_leaf(key) && is_leaf(value) {
-                    unsafe { self.entry(&mut first, &Borrowed::from_ptr(py, key), &Borrowed::from_ptr(py, value))? };
+                let kinds = (Kind::of(key), Kind::of(value));
+                if kinds.0.is_leaf() && kinds.1.is_leaf() {
+                    unsafe { self.entry(&mut first, &Borrowed::from_ptr(py, key), &Borrowed::from_ptr(py, value), kinds)? };
                 } else {
                     // Owned: writing them may run Python code that mutates the dict.
                     let (key, value) = unsafe { (Bound::from_borrowed_ptr(py, key), Bound::from_borrowed_ptr(py, value)) };
-                    self.entry(&mut first, &key, &value)?;
+                    self.entry(&mut first, &key, &value, kinds)?;
                 }
             }
         } else {
@@ -356,7 +389,9 @@ impl<'py> Encoder<'py> {
                     .ok()
                     .filter(|pair| pair.len() == 2)
                     .ok_or_else(|| PyValueError::new_err("items must return 2-tuples"))?;
-                self.entry(&mut first, &pair.get_item(0)?, &pair.get_item(1)?)?;
+                let (key, value) = (pair.get_item(0)?, pair.get_item(1)?);
+                let kinds = (Kind::of(key.as_ptr()), Kind::of(value.as_ptr()));
+                self.entry(&mut first, &key, &value, kinds)?;
             }
         }
         self.out.push(b'}');
@@ -364,37 +399,42 @@ impl<'py> Encoder<'py> {
         Ok(())
     }
 
-    fn entry(&mut self, first: &mut bool, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> PyResult<()> {
+    /// One `key: value` pair; `kinds` are the key's and the value's.
+    fn entry(
+        &mut self,
+        first: &mut bool,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        kinds: (Kind, Kind),
+    ) -> PyResult<()> {
         if !*first {
             self.out.extend_from_slice(b", ");
         }
         *first = false;
-        let ptr = key.as_ptr();
-        unsafe {
-            if ffi::PyUnicode_Check(ptr) != 0 {
-                write_pystr(&mut self.out, key)?;
-            } else if ffi::PyFloat_Check(ptr) != 0 {
+        // CPython's key order: str, float, the three constants, int.
+        match kinds.0 {
+            Kind::Str => write_pystr(&mut self.out, key)?,
+            Kind::Float => {
                 self.out.push(b'"');
                 json::write_float(&mut self.out, float_value(key));
                 self.out.push(b'"');
-            } else if ptr == ffi::Py_True() {
-                self.out.extend_from_slice(b"\"true\"");
-            } else if ptr == ffi::Py_False() {
-                self.out.extend_from_slice(b"\"false\"");
-            } else if ptr == ffi::Py_None() {
-                self.out.extend_from_slice(b"\"null\"");
-            } else if ffi::PyLong_Check(ptr) != 0 {
+            }
+            Kind::True => self.out.extend_from_slice(b"\"true\""),
+            Kind::False => self.out.extend_from_slice(b"\"false\""),
+            Kind::Null => self.out.extend_from_slice(b"\"null\""),
+            Kind::Int => {
                 self.out.push(b'"');
                 write_int(&mut self.out, key)?;
                 self.out.push(b'"');
-            } else {
-                // The TypeError quotes the C-level tp_name, which the limited
-                // API does not expose: let json.dumps word it.
-                return Err(NotHandledNatively::new_err("dict key of an unsupported type"));
+            }
+            // The TypeError quotes the C-level tp_name, which the limited
+            // API does not expose: let json.dumps word it.
+            Kind::Sequence | Kind::Mapping | Kind::Other => {
+                return Err(NotHandledNatively::new_err("dict key of an unsupported type"))
             }
         }
         self.out.extend_from_slice(b": ");
-        self.value(value)
+        self.value_of_kind(value, kinds.1)
     }
 
     fn via_default(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
@@ -853,34 +893,32 @@ fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResul
             json::MAX_NESTING
         )));
     }
-    let ptr = obj.as_ptr();
-    unsafe {
-        if ptr == ffi::Py_None() {
-            Ok(Value::Null)
-        } else if ptr == ffi::Py_True() || ptr == ffi::Py_False() {
-            Ok(Value::Bool(ptr == ffi::Py_True()))
-        } else if ffi::PyUnicode_Check(ptr) != 0 {
+    match Kind::of(obj.as_ptr()) {
+        Kind::Null => Ok(Value::Null),
+        Kind::True => Ok(Value::Bool(true)),
+        Kind::False => Ok(Value::Bool(false)),
+        Kind::Str => {
             let text = utf8(obj).ok_or_else(|| {
                 PyValueError::new_err(format!("AgentMessage field '{field}' holds a string with lone surrogates"))
             })?;
             Ok(Value::Str(text.to_string()))
-        } else if ffi::PyLong_Check(ptr) != 0 {
-            Ok(match obj.extract::<i64>() {
-                Ok(i) => Value::Int(i),
-                Err(_) => {
-                    let known = known(obj.py())?;
-                    Value::BigInt(known.int_repr.bind(obj.py()).call1((obj,))?.extract()?)
-                }
-            })
-        } else if ffi::PyFloat_Check(ptr) != 0 {
-            Ok(Value::Float(float_value(obj)))
-        } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+        }
+        Kind::Int => Ok(match obj.extract::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => {
+                let known = known(obj.py())?;
+                Value::BigInt(known.int_repr.bind(obj.py()).call1((obj,))?.extract()?)
+            }
+        }),
+        Kind::Float => Ok(Value::Float(float_value(obj))),
+        Kind::Sequence => {
             let mut items = Vec::new();
             for item in obj.try_iter()? {
                 items.push(python_to_value(&item?, field, depth + 1)?);
             }
             Ok(Value::Array(items))
-        } else if ffi::PyDict_Check(ptr) != 0 {
+        }
+        Kind::Mapping => {
             let mut entries = Vec::new();
             for (key, value) in obj.cast::<PyDict>()?.iter() {
                 let key = key.cast::<PyString>().map_err(|_| {
@@ -892,12 +930,11 @@ fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResul
                 json::set_entry(&mut entries, key.to_str()?, python_to_value(&value, field, depth + 1)?);
             }
             Ok(Value::Object(entries))
-        } else {
-            Err(PyTypeError::new_err(format!(
-                "AgentMessage field '{field}' holds a {}, which has no JSON form",
-                type_name(obj)?
-            )))
         }
+        Kind::Other => Err(PyTypeError::new_err(format!(
+            "AgentMessage field '{field}' holds a {}, which has no JSON form",
+            type_name(obj)?
+        ))),
     }
 }
 
