@@ -27,7 +27,7 @@ MASTER_VARIABLE = "CREWAI_RUST"
 # Components whose Rust implementation has landed. A component is added here
 # by the issue that implements it, together with its hook patch and its bench
 # workload.
-IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "serialization"})
+IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "memory", "serialization"})
 
 Setting = Literal["auto", "on", "off"]
 Backend = Literal["rust", "python"]

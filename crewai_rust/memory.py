@@ -1,8 +1,43 @@
-"""Memory component: the storage hook of ``crewai.memory.unified_memory.Memory``."""
+"""Memory component: ``RustMemoryStorage``, the unified ``Memory``'s storage on a Rust core.
+
+``RustMemoryStorage`` is a complete ``StorageBackend`` (upstream's
+``crewai.memory.storage.backend``) with the semantics of upstream's
+``LanceDBStorage``: the same scores (``1 / (1 + squared L2 distance)``,
+LanceDB's default metric), the same raw string prefix matching of scopes, the
+same dimension rules and errors. Records live in a SQLite file (WAL) beside
+where LanceDB keeps its table; each storage keeps a mirror of the file in
+native memory, so search is an exact scan of a contiguous f32 matrix with the
+GIL released, and the scope queries (``list_scopes``, ``list_categories``,
+``get_scope_info``, ``count``) cost O(scopes) instead of a Python loop over
+every row.
+
+Where it deliberately differs from ``LanceDBStorage``:
+
+- filters (scope, categories, metadata) apply *before* ranking, so ``search``
+  returns up to ``limit`` matches where LanceDB's ``limit * 3`` over-fetch
+  followed by filtering can return fewer;
+- saving a record whose id exists replaces it (LanceDB appends a duplicate row);
+- no 50,000-row cap on the scans behind the scope queries;
+- bad input raises ``ValueError`` naming the field (NaN/inf or empty vectors,
+  non-str categories or scope prefixes, ``limit <= 0``, a metadata filter json
+  cannot encode).
+
+An existing LanceDB store in the same directory is imported on open: the rows
+it gained since the last import, once each (a record deleted under Rust is not
+brought back). The LanceDB files are only read. ``python -m crewai_rust memory
+export`` writes the Rust store back into LanceDB for a switch back to the
+Python backend.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+from array import array
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crewai_rust._backend import NativeModuleMissingError, load_native, native_import_error, use_rust
@@ -10,6 +45,388 @@ from crewai_rust._backend import NativeModuleMissingError, load_native, native_i
 
 if TYPE_CHECKING:
     from crewai.memory.storage.backend import StorageBackend
+    from crewai.memory.types import MemoryRecord, ScopeInfo
+
+DB_FILENAME = "memories.sqlite3"
+# LanceDBStorage's default table, as a directory of its database.
+LANCEDB_TABLE = "memories"
+_LANCEDB_SOURCE = "lancedb:memories"
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def default_storage_path() -> Path:
+    """Where ``LanceDBStorage()`` keeps memory: ``$CREWAI_STORAGE_DIR/memory`` or the platform data dir."""
+    storage_dir = os.environ.get("CREWAI_STORAGE_DIR")
+    if storage_dir:
+        return Path(storage_dir) / "memory"
+    from crewai_core.paths import db_storage_path
+
+    return Path(db_storage_path()) / "memory"
+
+
+def _native() -> Any:
+    native = load_native()
+    if native is None:
+        raise NativeModuleMissingError(f"crewai_rust._native is not importable: {native_import_error()}")
+    return native
+
+
+def _time_key(value: datetime) -> int:
+    """Microseconds since the epoch; naive values (upstream stores naive UTC) count as UTC."""
+    if value.tzinfo is None:
+        return (value - _EPOCH) // _MICROSECOND
+    return (value - _EPOCH_UTC) // _MICROSECOND
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _vector_bytes(values: Sequence[float], field: str) -> bytes:
+    try:
+        return array("f", values).tobytes()
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"{field} must be a list of numbers: {exc}") from exc
+
+
+def _floats(data: bytes) -> list[float]:
+    vector = array("f")
+    vector.frombytes(data)
+    return vector.tolist()
+
+
+def _row(record: MemoryRecord) -> tuple[Any, ...]:
+    """A record in LanceDBStorage's row layout (``_record_to_row``), vector as float32 bytes."""
+    embedding = record.embedding
+    if embedding is None:
+        vector = None
+    elif len(embedding) == 0:
+        raise ValueError(f"embedding of record {record.id!r} is empty; use None for a record without one")
+    else:
+        vector = _vector_bytes(embedding, f"embedding of record {record.id!r}")
+    if "\x00" in record.scope:
+        raise ValueError(f"scope of record {record.id!r} contains a NUL character")
+    return (
+        record.id,
+        record.content,
+        record.scope,
+        json.dumps(record.categories),
+        json.dumps(record.metadata),
+        record.importance,
+        record.created_at.isoformat(),
+        _time_key(record.created_at),
+        record.last_accessed.isoformat(),
+        record.source or "",
+        record.private,
+        vector,
+    )
+
+
+def _record(row: tuple[Any, ...]) -> MemoryRecord:
+    """LanceDBStorage's ``_row_to_record`` over a native row."""
+    from crewai.memory.types import MemoryRecord
+
+    return MemoryRecord(
+        id=row[0],
+        content=row[1],
+        scope=row[2],
+        categories=json.loads(row[3]) if row[3] else [],
+        metadata=json.loads(row[4]) if row[4] else {},
+        importance=row[5],
+        created_at=_parse_time(row[6]),
+        last_accessed=_parse_time(row[8]),
+        embedding=_floats(row[11]),
+        source=row[9] or None,
+        private=row[10],
+    )
+
+
+def _scope_prefix(value: str | None, field: str = "scope_prefix") -> str | None:
+    """LanceDBStorage's test for a scope filter: a non-root prefix, trailing slashes stripped."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a str or None, not {type(value).__name__}")
+    return value.rstrip("/") if value.strip("/") else None
+
+
+def _with_leading_slash(prefix: str) -> str:
+    return prefix if prefix.startswith("/") else "/" + prefix
+
+
+def _categories(categories: list[str] | None) -> list[str]:
+    if not categories:
+        return []
+    if isinstance(categories, str) or not all(isinstance(c, str) for c in categories):
+        raise ValueError(f"categories must be a list of str, got {categories!r}")
+    return list(categories)
+
+
+def _metadata_json(metadata_filter: dict[str, Any] | None) -> str | None:
+    if not metadata_filter:
+        return None
+    try:
+        return json.dumps(metadata_filter, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata_filter values must be JSON values (as stored metadata is): {exc}") from exc
+
+
+class RustMemoryStorage:
+    """``StorageBackend`` for the unified ``Memory`` on crewai_rust's native store.
+
+    Args:
+        path: The directory LanceDBStorage would use (default
+            ``$CREWAI_STORAGE_DIR/memory``, else the platform data dir). The
+            store is the file ``<path>/memories.sqlite3``.
+        vector_dim: The embedding dimension for a new store; by default the
+            first saved embedding sets it. An existing store keeps its own.
+    """
+
+    def __init__(self, path: str | Path | None = None, vector_dim: int | None = None) -> None:
+        self._path = Path(path) if path is not None else default_storage_path()
+        self._path.mkdir(parents=True, exist_ok=True)
+        self.db_path = self._path / DB_FILENAME
+        self._store = _native().MemoryStore(str(self.db_path))
+        self._import_lancedb()
+        if vector_dim is not None:
+            self._store.ensure_dim(vector_dim)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def vector_dim(self) -> int:
+        """The store's embedding dimension; 0 until the first save (or ``vector_dim=``)."""
+        return int(self._store.vector_dim)
+
+    def _has_table(self) -> bool:
+        # LanceDBStorage's ``self._table is not None``: a dimension is set.
+        return self._store.vector_dim != 0
+
+    def _raise_dimension_mismatch(self, exc: Exception) -> None:
+        from crewai.memory.storage.backend import EmbeddingDimensionMismatchError
+
+        stored, new = exc.args
+        raise EmbeddingDimensionMismatchError(stored, new) from None
+
+    def _import_lancedb(self) -> None:
+        table_dir = self._path / f"{LANCEDB_TABLE}.lance"
+        if not table_dir.is_dir():
+            return
+        import lancedb
+
+        table = lancedb.connect(str(self._path)).open_table(LANCEDB_TABLE)
+        version = int(table.version)
+        if self._store.imported_version(_LANCEDB_SOURCE) == version:
+            return
+        rows = []
+        for row in table.to_arrow().to_pylist():
+            if row["id"] == "__schema_placeholder__":
+                continue
+            created_at = str(row["created_at"])
+            rows.append((
+                str(row["id"]),
+                str(row["content"]),
+                str(row["scope"]),
+                row.get("categories_str") or "[]",
+                row.get("metadata_str") or "{}",
+                float(row.get("importance", 0.5)),
+                created_at,
+                _time_key(_parse_time(created_at)),
+                str(row.get("last_accessed") or created_at),
+                row.get("source") or "",
+                bool(row.get("private", False)),
+                _vector_bytes(row["vector"], "vector") if row.get("vector") is not None else None,
+            ))
+        native = _native()
+        try:
+            self._store.import_new(_LANCEDB_SOURCE, version, rows)
+        except native.EmbeddingDimensionError as exc:
+            self._raise_dimension_mismatch(exc)
+
+    # -- writes ------------------------------------------------------------
+
+    def save(self, records: list[MemoryRecord]) -> None:
+        if not records:
+            return
+        rows = [_row(record) for record in records]
+        try:
+            self._store.save(rows)
+        except _native().EmbeddingDimensionError as exc:
+            self._raise_dimension_mismatch(exc)
+
+    def update(self, record: MemoryRecord) -> None:
+        """Replace the record with the same id (adding it if absent)."""
+        row = _row(record)
+        try:
+            self._store.update(row)
+        except _native().EmbeddingDimensionError as exc:
+            self._raise_dimension_mismatch(exc)
+
+    def touch_records(self, record_ids: list[str]) -> None:
+        """Set ``last_accessed`` of the given records to now (naive UTC, as upstream)."""
+        if not record_ids or not self._has_table():
+            return
+        now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+        self._store.touch([str(record_id) for record_id in record_ids], now)
+
+    def delete(
+        self,
+        scope_prefix: str | None = None,
+        categories: list[str] | None = None,
+        record_ids: list[str] | None = None,
+        older_than: datetime | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> int:
+        """Delete as LanceDBStorage does, branch for branch; returns how many were deleted."""
+        if not self._has_table():
+            return 0
+        wanted = _categories(categories)
+        metadata = _metadata_json(metadata_filter)
+        if record_ids and not (wanted or metadata):
+            return int(self._store.delete_ids([str(record_id) for record_id in record_ids]))
+        prefix = _scope_prefix(scope_prefix)
+        if wanted or metadata:
+            scope = ("prefix", prefix, None) if prefix is not None else ("any", None, None)
+            before = _time_key(older_than) if older_than else None
+            return int(self._store.delete_matching((*scope, wanted, metadata, before)))
+        if prefix is not None:
+            # Upstream's scoped delete also matches the root scope "/".
+            scope = ("prefix_or_root", _with_leading_slash(prefix), None)
+        else:
+            scope = ("any", None, None)
+        before = _time_key(older_than) if older_than is not None else None
+        return int(self._store.delete_matching((*scope, [], None, before)))
+
+    def reset(self, scope_prefix: str | None = None) -> None:
+        """Delete everything (the next save may set a new dimension), or one scope's range."""
+        if scope_prefix is None or scope_prefix.strip("/") == "":
+            self._store.reset_all()
+            return
+        if not self._has_table():
+            return
+        prefix = scope_prefix.rstrip("/")
+        self._store.delete_matching(("range", prefix, prefix + "/\uffff", [], None, None))
+
+    def optimize(self) -> None:
+        """LanceDBStorage's compaction; the SQLite store needs none."""
+
+    def close(self) -> None:
+        """Close the store's connection; the file can be removed afterwards."""
+        self._store.close()
+
+    # -- reads -------------------------------------------------------------
+
+    def get_record(self, record_id: str) -> MemoryRecord | None:
+        row = self._store.get(str(record_id))
+        return _record(row) if row is not None else None
+
+    def search(
+        self,
+        query_embedding: list[float],
+        scope_prefix: str | None = None,
+        categories: list[str] | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        min_score: float = 0.0,
+    ) -> list[tuple[MemoryRecord, float]]:
+        """Exact nearest records among those the filters admit, best first."""
+        prefix = _scope_prefix(scope_prefix)
+        wanted = _categories(categories)
+        metadata = _metadata_json(metadata_filter)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        query = _vector_bytes(query_embedding, "query_embedding")
+        scope = ("prefix", prefix, None) if prefix is not None else ("any", None, None)
+        try:
+            hits = self._store.search(query, (*scope, wanted, metadata, None), limit, float(min_score))
+        except _native().EmbeddingDimensionError as exc:
+            self._raise_dimension_mismatch(exc)
+        return [(_record(row), score) for row, score in hits]
+
+    def list_records(self, scope_prefix: str | None = None, limit: int = 200, offset: int = 0) -> list[MemoryRecord]:
+        """Records in a scope, newest ``created_at`` first."""
+        if limit <= 0 or offset < 0:
+            return []
+        prefix = _scope_prefix(scope_prefix)
+        scope = ("prefix", _with_leading_slash(prefix), None) if prefix is not None else ("any", None, None)
+        return [_record(row) for row in self._store.list((*scope, [], None, None), limit, offset)]
+
+    def get_scope_info(self, scope: str) -> ScopeInfo:
+        from crewai.memory.types import ScopeInfo
+
+        scope = scope.rstrip("/") or "/"
+        prefix = scope if scope != "/" else ""
+        if prefix and not prefix.startswith("/"):
+            prefix = "/" + prefix
+        count, categories, oldest, newest, children = self._store.scope_summary(prefix, prefix + "/")
+        return ScopeInfo(
+            path=scope or "/",
+            record_count=count,
+            categories=categories,
+            oldest_record=_parse_time(oldest) if oldest is not None else None,
+            newest_record=_parse_time(newest) if newest is not None else None,
+            child_scopes=children,
+        )
+
+    def list_scopes(self, parent: str = "/") -> list[str]:
+        parent = parent.rstrip("/") or ""
+        prefix = (parent + "/") if parent else "/"
+        return list(self._store.child_scopes(prefix, prefix.rstrip("/") or "/"))
+
+    def list_categories(self, scope_prefix: str | None = None) -> dict[str, int]:
+        prefix = _scope_prefix(scope_prefix)
+        return dict(self._store.category_counts(prefix or ""))
+
+    def count(self, scope_prefix: str | None = None) -> int:
+        if scope_prefix is None or scope_prefix.strip("/") == "":
+            return int(self._store.count())
+        return self.get_scope_info(scope_prefix).record_count
+
+    # -- async: the native calls release the GIL, so they run off the event loop
+
+    async def asave(self, records: list[MemoryRecord]) -> None:
+        await asyncio.to_thread(self.save, records)
+
+    async def asearch(
+        self,
+        query_embedding: list[float],
+        scope_prefix: str | None = None,
+        categories: list[str] | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        min_score: float = 0.0,
+    ) -> list[tuple[MemoryRecord, float]]:
+        return await asyncio.to_thread(
+            self.search,
+            query_embedding,
+            scope_prefix=scope_prefix,
+            categories=categories,
+            metadata_filter=metadata_filter,
+            limit=limit,
+            min_score=min_score,
+        )
+
+    async def adelete(
+        self,
+        scope_prefix: str | None = None,
+        categories: list[str] | None = None,
+        record_ids: list[str] | None = None,
+        older_than: datetime | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> int:
+        return await asyncio.to_thread(
+            self.delete,
+            scope_prefix=scope_prefix,
+            categories=categories,
+            record_ids=record_ids,
+            older_than=older_than,
+            metadata_filter=metadata_filter,
+        )
 
 
 def storage_for_spec(spec: str) -> StorageBackend | None:
@@ -18,14 +435,12 @@ def storage_for_spec(spec: str) -> StorageBackend | None:
     Called by the fork's patch to ``Memory`` after any factory registered with
     ``set_memory_storage_factory`` declined the spec and before the built-in
     LanceDB selection, for the default (``"lancedb"``) and path specs only.
-    Returns None whenever the memory component resolves to upstream Python,
-    which is always until the Rust storage lands.
+    With the memory component on Rust, the spec's directory gets a
+    ``RustMemoryStorage``; otherwise None, and upstream's LanceDB is used.
     """
-    # Resolving validates the switches and raises where Rust is required but
-    # missing; "memory" is not in IMPLEMENTED_COMPONENTS until RustMemoryStorage
-    # lands, so upstream's storage is used.
-    use_rust("memory")
-    return None
+    if not use_rust("memory"):
+        return None
+    return RustMemoryStorage(None if spec == "lancedb" else spec)
 
 
 def batch_dedup(items: Sequence[Any], threshold: float) -> int:
@@ -37,11 +452,8 @@ def batch_dedup(items: Sequence[Any], threshold: float) -> int:
     neither compared nor dropped, as upstream. Returns how many were dropped.
     Requires the native module.
     """
-    native = load_native()
-    if native is None:
-        raise NativeModuleMissingError(f"crewai_rust._native is not importable: {native_import_error()}")
     vectors = [[] if item.dropped else item.embedding for item in items]
-    flags = native.batch_dedup_flags(vectors, threshold)
+    flags = _native().batch_dedup_flags(vectors, threshold)
     dropped = 0
     for item, flag in zip(items, flags):
         if flag:

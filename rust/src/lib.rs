@@ -6,10 +6,13 @@
 
 pub mod build_info;
 pub mod json;
+pub mod memory;
 pub mod sqlite;
 pub mod vector;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_memory;
 #[cfg(feature = "python")]
 mod python_serialization;

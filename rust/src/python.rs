@@ -79,7 +79,7 @@ fn _panic_for_tests(py: Python<'_>, message: String, release_gil: bool) -> PyRes
 
 /// The `sqlite3` exception a database error becomes, so upstream code that
 /// catches `sqlite3.Error` (and matches SQLite's messages) works unchanged.
-fn db_error(py: Python<'_>, err: DbError) -> PyErr {
+pub(crate) fn db_error(py: Python<'_>, err: DbError) -> PyErr {
     let class = match err.kind {
         ErrorKind::Operational => "OperationalError",
         ErrorKind::Integrity => "IntegrityError",
@@ -286,5 +286,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SqlitePool>()?;
     m.add_class::<SqliteConnection>()?;
     crate::python_serialization::register(m)?;
+    crate::python_memory::register(m)?;
     Ok(())
 }

@@ -1,0 +1,1159 @@
+//! The memory store behind `crewai_rust.memory.RustMemoryStorage`.
+//!
+//! SQLite is the durable copy and the meeting point of processes; each store
+//! keeps a full mirror of it in memory (rows, a contiguous f32 matrix, and
+//! per-scope statistics), so search is a scan of that matrix and the scope
+//! queries cost O(scopes), not O(rows). Every write runs in an IMMEDIATE
+//! transaction and stamps the rows it touches with a sequence number; a store
+//! that notices another connection's commit (`PRAGMA data_version`) reads
+//! just the rows and deletions stamped after the last sequence it has seen.
+//!
+//! The semantics (scores, prefix matching, the dimension rules) are those of
+//! upstream's `LanceDBStorage`; the Python wrapper documents them.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::json::{self, Value};
+use crate::sqlite::DbError;
+
+/// LanceDB's default when a store's dimension is not known yet and a batch
+/// carries no embedding (`lancedb_storage.DEFAULT_VECTOR_DIM`).
+pub const DEFAULT_VECTOR_DIM: usize = 3072;
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Deletions kept for incremental refresh; a store further behind reloads fully.
+const DELETIONS_KEPT: i64 = 20_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS memories (
+    id TEXT PRIMARY KEY,
+    content TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    categories_str TEXT NOT NULL,
+    metadata_str TEXT NOT NULL,
+    importance REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    created_key INTEGER NOT NULL,
+    last_accessed TEXT NOT NULL,
+    source TEXT NOT NULL,
+    private INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_by_seq ON memories (seq);
+CREATE TABLE IF NOT EXISTS deletions (seq INTEGER PRIMARY KEY, id TEXT NOT NULL);
+";
+
+#[derive(Debug)]
+pub enum MemoryError {
+    Db(DbError),
+    /// `EmbeddingDimensionMismatchError(stored, new)` in Python.
+    DimensionMismatch { stored: usize, new: usize },
+    /// A `ValueError`; the message names the field.
+    Invalid(String),
+    /// The store's file holds something this version cannot read.
+    Incompatible(String),
+}
+
+impl std::fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryError::Db(e) => write!(f, "{e}"),
+            MemoryError::DimensionMismatch { stored, new } => {
+                write!(f, "embedding dimension mismatch: store has {stored}, got {new}")
+            }
+            MemoryError::Invalid(m) | MemoryError::Incompatible(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for MemoryError {
+    fn from(e: rusqlite::Error) -> Self {
+        MemoryError::Db(e.into())
+    }
+}
+
+pub type MemoryResult<T> = Result<T, MemoryError>;
+
+/// One record as it crosses the Python boundary (upstream's LanceDB row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordData {
+    pub id: String,
+    pub content: String,
+    pub scope: String,
+    /// `json.dumps(record.categories)`, kept verbatim.
+    pub categories_str: String,
+    /// `json.dumps(record.metadata)`, kept verbatim.
+    pub metadata_str: String,
+    pub importance: f64,
+    /// `created_at.isoformat()`.
+    pub created_at: String,
+    /// `created_at` in microseconds, for ordering and `older_than`.
+    pub created_key: i64,
+    pub last_accessed: String,
+    /// `record.source or ""`.
+    pub source: String,
+    pub private: bool,
+    /// None: no embedding (stored as zeros of the store's dimension, as LanceDB does).
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Which scopes a filter admits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScopeMatch {
+    Any,
+    /// `scope.startswith(prefix)` (LanceDB's `LIKE 'prefix%'`).
+    Prefix(String),
+    /// A prefix, or the root scope `/` (upstream's scoped delete).
+    PrefixOrRoot(String),
+    /// `low <= scope < high` (upstream's scoped reset).
+    Range(String, String),
+}
+
+impl ScopeMatch {
+    fn admits(&self, scope: &str) -> bool {
+        match self {
+            ScopeMatch::Any => true,
+            ScopeMatch::Prefix(p) => scope.starts_with(p.as_str()),
+            ScopeMatch::PrefixOrRoot(p) => scope.starts_with(p.as_str()) || scope == "/",
+            ScopeMatch::Range(low, high) => scope >= low.as_str() && scope < high.as_str(),
+        }
+    }
+}
+
+/// The row predicates upstream's storage methods use, evaluated before ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub scope: ScopeMatch,
+    /// Any of these among the record's categories; empty admits all.
+    pub categories: Vec<String>,
+    /// Every key equal (Python `==` on JSON values; a missing key is `None`); empty admits all.
+    pub metadata: Vec<(String, Value)>,
+    /// `created_key < created_before`.
+    pub created_before: Option<i64>,
+}
+
+impl Filter {
+    pub fn scope(scope: ScopeMatch) -> Filter {
+        Filter { scope, categories: Vec::new(), metadata: Vec::new(), created_before: None }
+    }
+
+    fn admits(&self, row: &Row) -> bool {
+        self.scope.admits(&row.data.scope)
+            && (self.categories.is_empty() || self.categories.iter().any(|c| row.categories.contains(c)))
+            && self.metadata.iter().all(|(key, expected)| {
+                let actual = match &row.metadata {
+                    Some(Value::Object(entries)) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+                    _ => None,
+                };
+                python_eq(actual.unwrap_or(&Value::Null), expected)
+            })
+            && self.created_before.map_or(true, |before| row.data.created_key < before)
+    }
+}
+
+/// Python's `==` between two JSON-decoded values (`True == 1 == 1.0`, NaN unequal to itself).
+pub fn python_eq(a: &Value, b: &Value) -> bool {
+    use Value::*;
+    match (a, b) {
+        (Null, Null) => true,
+        (Str(x), Str(y)) => x == y,
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| python_eq(p, q)),
+        (Object(x), Object(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|(k, v)| y.iter().any(|(k2, v2)| k == k2 && python_eq(v, v2)))
+        }
+        (BigInt(x), BigInt(y)) => x == y,
+        (BigInt(x), Float(f)) | (Float(f), BigInt(x)) => x.parse::<f64>().map_or(false, |v| v == *f),
+        _ => match (as_number(a), as_number(b)) {
+            (Some(Number::Int(x)), Some(Number::Int(y))) => x == y,
+            (Some(Number::Int(i)), Some(Number::Float(f))) | (Some(Number::Float(f)), Some(Number::Int(i))) => {
+                // Exact, as CPython compares int and float.
+                f.fract() == 0.0 && f.abs() < 1e19 && (f as i128) == i as i128
+            }
+            (Some(Number::Float(x)), Some(Number::Float(y))) => x == y,
+            _ => false,
+        },
+    }
+}
+
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+fn as_number(v: &Value) -> Option<Number> {
+    match v {
+        Value::Bool(b) => Some(Number::Int(*b as i64)),
+        Value::Int(i) => Some(Number::Int(*i)),
+        Value::Float(f) => Some(Number::Float(*f)),
+        _ => None,
+    }
+}
+
+fn parse_json(text: &str) -> Option<Value> {
+    json::parse(text, &mut json::ValueSink).ok()
+}
+
+fn parse_categories(text: &str) -> Vec<String> {
+    match parse_json(text) {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|v| if let Value::Str(s) = v { Some(s) } else { None })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A record in the mirror; its vector lives in `Mirror::vectors` at the same slot.
+#[derive(Debug, Clone)]
+struct Row {
+    data: RecordData,
+    categories: Vec<String>,
+    metadata: Option<Value>,
+    seq: i64,
+}
+
+impl Row {
+    fn new(mut data: RecordData, seq: i64) -> Row {
+        data.vector = None;
+        let categories = parse_categories(&data.categories_str);
+        let metadata = parse_json(&data.metadata_str);
+        Row { data, categories, metadata, seq }
+    }
+}
+
+/// What `get_scope_info` and friends need of one distinct scope.
+#[derive(Debug, Default, Clone)]
+struct ScopeStats {
+    count: usize,
+    /// Occurrences per category (a category listed twice counts twice, as upstream's loop does).
+    categories: HashMap<String, usize>,
+    /// created_at (key, text) multiset, for the oldest and newest record.
+    created: BTreeMap<(i64, String), usize>,
+}
+
+/// Upstream's `ScopeInfo`, before the Python wrapper parses the datetimes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeSummary {
+    pub record_count: usize,
+    pub categories: Vec<String>,
+    pub oldest: Option<String>,
+    pub newest: Option<String>,
+    pub child_scopes: Vec<String>,
+}
+
+#[derive(Default)]
+struct Mirror {
+    dim: usize,
+    rows: Vec<Row>,
+    vectors: Vec<f32>,
+    slot_of: HashMap<String, usize>,
+    scopes: BTreeMap<String, ScopeStats>,
+    /// The last sequence number applied, the store's epoch (bumped by a full
+    /// reset), and the data_version seen when they were read.
+    seq: i64,
+    epoch: i64,
+    data_version: i64,
+}
+
+impl Mirror {
+    fn clear(&mut self) {
+        let data_version = self.data_version;
+        *self = Mirror { data_version, ..Mirror::default() };
+    }
+
+    fn vector(&self, slot: usize) -> &[f32] {
+        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
+    }
+
+    fn account(&mut self, row: &Row, add: bool) {
+        let stats = self.scopes.entry(row.data.scope.clone()).or_default();
+        let created = (row.data.created_key, row.data.created_at.clone());
+        if add {
+            stats.count += 1;
+            for c in &row.categories {
+                *stats.categories.entry(c.clone()).or_default() += 1;
+            }
+            *stats.created.entry(created).or_default() += 1;
+        } else {
+            stats.count -= 1;
+            for c in &row.categories {
+                if let Some(n) = stats.categories.get_mut(c) {
+                    *n -= 1;
+                    if *n == 0 {
+                        stats.categories.remove(c);
+                    }
+                }
+            }
+            if let Some(n) = stats.created.get_mut(&created) {
+                *n -= 1;
+                if *n == 0 {
+                    stats.created.remove(&created);
+                }
+            }
+            if stats.count == 0 {
+                self.scopes.remove(&row.data.scope);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(slot) = self.slot_of.remove(id) else { return false };
+        let row = self.rows.swap_remove(slot);
+        self.account(&row, false);
+        let last = self.rows.len();
+        if slot != last {
+            let (dim, moved) = (self.dim, &self.rows[slot].data.id);
+            self.vectors.copy_within(last * dim..(last + 1) * dim, slot * dim);
+            self.slot_of.insert(moved.clone(), slot);
+        }
+        self.vectors.truncate(last * self.dim);
+        true
+    }
+
+    /// Insert or replace; `vector` must have the mirror's dimension.
+    fn upsert(&mut self, row: Row, vector: &[f32]) {
+        self.remove(&row.data.id);
+        self.account(&row, true);
+        self.slot_of.insert(row.data.id.clone(), self.rows.len());
+        self.rows.push(row);
+        self.vectors.extend_from_slice(vector);
+    }
+}
+
+/// A change to the mirror, applied once its transaction has committed.
+type Apply = Box<dyn FnOnce(&mut Mirror)>;
+
+pub struct MemoryStore {
+    path: PathBuf,
+    conn: Connection,
+    mirror: Mirror,
+    /// The dimension for records without embeddings when the store has none
+    /// (LanceDBStorage keeps its last `_vector_dim` across a full reset).
+    fallback_dim: usize,
+}
+
+fn meta(tx: &Connection, key: &str) -> rusqlite::Result<i64> {
+    Ok(tx
+        .query_row("SELECT value FROM store_meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn set_meta(tx: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO store_meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
+fn vector_blob(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_vector(blob: &[u8]) -> Vec<f32> {
+    blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+const SELECT_ROW: &str = "SELECT id, content, scope, categories_str, metadata_str, importance, created_at, \
+    created_key, last_accessed, source, private, vector, seq FROM memories";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordData, i64)> {
+    let blob: Vec<u8> = r.get(11)?;
+    Ok((
+        RecordData {
+            id: r.get(0)?,
+            content: r.get(1)?,
+            scope: r.get(2)?,
+            categories_str: r.get(3)?,
+            metadata_str: r.get(4)?,
+            importance: r.get(5)?,
+            created_at: r.get(6)?,
+            created_key: r.get(7)?,
+            last_accessed: r.get(8)?,
+            source: r.get(9)?,
+            private: r.get::<_, i64>(10)? != 0,
+            vector: Some(blob_vector(&blob)),
+        },
+        r.get(12)?,
+    ))
+}
+
+/// The squared L2 distance LanceDB ranks by, summed in f32 lanes.
+#[inline]
+fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        let d = x - y;
+        sum += d * d;
+    }
+    sum
+}
+
+#[derive(PartialEq)]
+struct Candidate {
+    distance: f32,
+    seq: i64,
+    slot: usize,
+}
+
+impl Eq for Candidate {}
+
+impl Ord for Candidate {
+    // Worst first, so the heap's top is the one to evict: larger distance, then newer.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.distance.total_cmp(&other.distance).then(self.seq.cmp(&other.seq))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+pub fn check_vector(field: &str, vector: &[f32]) -> MemoryResult<()> {
+    if vector.is_empty() {
+        return Err(MemoryError::Invalid(format!("{field} must not be empty")));
+    }
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(MemoryError::Invalid(format!(
+            "{field} must contain finite numbers only; element {i} is {}",
+            vector[i]
+        )));
+    }
+    Ok(())
+}
+
+impl MemoryStore {
+    /// Open (creating if needed) the store file at `path`.
+    pub fn open(path: impl Into<PathBuf>, busy_timeout: Duration) -> MemoryResult<MemoryStore> {
+        let path = path.into();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags)?;
+        conn.busy_timeout(busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        // WAL + NORMAL: a commit survives a process crash (SIGKILL included);
+        // only an OS crash or power loss may drop the last transactions.
+        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        let mut store = MemoryStore { path, conn, mirror: Mirror::default(), fallback_dim: 0 };
+        {
+            let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            let version = meta(&tx, "schema_version")?;
+            if version == 0 {
+                set_meta(&tx, "schema_version", SCHEMA_VERSION)?;
+            } else if version > SCHEMA_VERSION {
+                return Err(MemoryError::Incompatible(format!(
+                    "{} was written by a newer crewai_rust (memory schema {version}; this version reads up to {SCHEMA_VERSION})",
+                    store.path.display()
+                )));
+            }
+            tx.commit()?;
+        }
+        store.mirror.data_version = -1;
+        store.refresh()?;
+        store.fallback_dim = store.mirror.dim;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Forget the mirror: the next call rebuilds it from the file.
+    pub fn invalidate(&mut self) {
+        self.mirror.clear();
+        self.mirror.data_version = -1;
+        self.mirror.epoch = -1;
+    }
+
+    fn data_version(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+    }
+
+    /// Bring the mirror up to date with commits of other connections.
+    pub fn refresh(&mut self) -> MemoryResult<()> {
+        let version = self.data_version()?;
+        if version == self.mirror.data_version {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        Self::catch_up(&tx, &mut self.mirror)?;
+        tx.commit()?;
+        self.mirror.data_version = version;
+        Ok(())
+    }
+
+    fn catch_up(tx: &Transaction<'_>, mirror: &mut Mirror) -> MemoryResult<()> {
+        let (epoch, seq) = (meta(tx, "epoch")?, meta(tx, "seq")?);
+        let floor = meta(tx, "deletions_floor")?;
+        let dim = meta(tx, "vector_dim")? as usize;
+        if epoch != mirror.epoch || mirror.seq < floor || dim != mirror.dim {
+            mirror.clear();
+            mirror.dim = dim;
+            mirror.epoch = epoch;
+            let mut stmt = tx.prepare(SELECT_ROW)?;
+            let rows = stmt.query_map([], read_row)?;
+            for row in rows {
+                let (data, row_seq) = row?;
+                Self::apply_row(mirror, data, row_seq)?;
+            }
+        } else if seq != mirror.seq {
+            // Deletions first: a row deleted and written again is kept.
+            let mut stmt = tx.prepare_cached("SELECT id FROM deletions WHERE seq > ?1 ORDER BY seq")?;
+            let ids = stmt.query_map([mirror.seq], |r| r.get::<_, String>(0))?;
+            for id in ids {
+                mirror.remove(&id?);
+            }
+            let mut stmt = tx.prepare_cached(&format!("{SELECT_ROW} WHERE seq > ?1 ORDER BY seq"))?;
+            let rows = stmt.query_map([mirror.seq], read_row)?;
+            for row in rows {
+                let (data, row_seq) = row?;
+                Self::apply_row(mirror, data, row_seq)?;
+            }
+        }
+        mirror.seq = seq;
+        Ok(())
+    }
+
+    fn apply_row(mirror: &mut Mirror, mut data: RecordData, seq: i64) -> MemoryResult<()> {
+        let vector = data.vector.take().unwrap_or_default();
+        if vector.len() != mirror.dim {
+            return Err(MemoryError::Incompatible(format!(
+                "record {:?} holds a {}-dimensional vector in a {}-dimensional store",
+                data.id,
+                vector.len(),
+                mirror.dim
+            )));
+        }
+        mirror.upsert(Row::new(data, seq), &vector);
+        Ok(())
+    }
+
+    /// Run `work` in an IMMEDIATE transaction over an up-to-date mirror. The
+    /// mirror is only changed through the returned closure, after the commit,
+    /// so a failed commit leaves it matching the file.
+    fn write<T>(
+        &mut self,
+        work: impl FnOnce(&Transaction<'_>, &Mirror, &mut i64) -> MemoryResult<(T, Apply)>,
+    ) -> MemoryResult<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = tx.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?;
+        if version != self.mirror.data_version {
+            if let Err(e) = Self::catch_up(&tx, &mut self.mirror) {
+                self.mirror.data_version = -1;
+                return Err(e);
+            }
+            self.mirror.data_version = version;
+        }
+        let mut seq = self.mirror.seq;
+        let start_seq = seq;
+        let (result, apply) = work(&tx, &self.mirror, &mut seq)?;
+        if seq != start_seq {
+            set_meta(&tx, "seq", seq)?;
+            if seq / 1000 != start_seq / 1000 {
+                let floor = seq - DELETIONS_KEPT;
+                if floor > 0 {
+                    tx.prepare_cached("DELETE FROM deletions WHERE seq <= ?1")?.execute([floor])?;
+                    set_meta(&tx, "deletions_floor", floor)?;
+                }
+            }
+        }
+        if let Err(e) = tx.commit() {
+            self.mirror.data_version = -1;
+            return Err(e.into());
+        }
+        apply(&mut self.mirror);
+        self.mirror.seq = seq;
+        Ok(result)
+    }
+
+    pub fn vector_dim(&self) -> usize {
+        self.mirror.dim
+    }
+
+    /// Upstream's `save`: the batch's dimension is its first embedding's, every
+    /// embedding must match it and the store's; records without one get zeros.
+    pub fn save(&mut self, records: Vec<RecordData>) -> MemoryResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch_dim: Option<usize> = None;
+        for r in &records {
+            if let Some(v) = &r.vector {
+                check_vector("embedding", v)?;
+                match batch_dim {
+                    None => batch_dim = Some(v.len()),
+                    Some(d) if d != v.len() => {
+                        return Err(MemoryError::DimensionMismatch { stored: d, new: v.len() })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.refresh()?;
+        self.upsert_records(records, batch_dim)
+    }
+
+    /// Upstream's `update`: replaces the record with the same id (or adds it).
+    pub fn update(&mut self, record: RecordData) -> MemoryResult<()> {
+        if let Some(v) = &record.vector {
+            check_vector("embedding", v)?;
+        }
+        self.refresh()?;
+        let dim = record.vector.as_ref().map(Vec::len);
+        self.upsert_records(vec![record], dim)
+    }
+
+    fn upsert_records(&mut self, records: Vec<RecordData>, batch_dim: Option<usize>) -> MemoryResult<()> {
+        let fallback = self.fallback_dim;
+        let dim = self.write(|tx, mirror, seq| {
+            let dim = if mirror.dim != 0 {
+                if let Some(d) = batch_dim.filter(|d| *d != mirror.dim) {
+                    return Err(MemoryError::DimensionMismatch { stored: mirror.dim, new: d });
+                }
+                mirror.dim
+            } else {
+                let dim = batch_dim.unwrap_or(if fallback != 0 { fallback } else { DEFAULT_VECTOR_DIM });
+                set_meta(tx, "vector_dim", dim as i64)?;
+                dim
+            };
+            let zeros = vec![0f32; dim];
+            let mut insert = tx.prepare_cached(INSERT_ROW)?;
+            let mut staged = Vec::with_capacity(records.len());
+            for mut r in records {
+                *seq += 1;
+                let vector = r.vector.take().unwrap_or_else(|| zeros.clone());
+                insert_row(&mut insert, &r, &vector, *seq)?;
+                staged.push((Row::new(r, *seq), vector));
+            }
+            let apply = move |m: &mut Mirror| {
+                if m.dim == 0 {
+                    m.dim = dim;
+                }
+                for (row, vector) in staged {
+                    m.upsert(row, &vector);
+                }
+            };
+            Ok((dim, Box::new(apply) as Apply))
+        })?;
+        self.fallback_dim = dim;
+        Ok(())
+    }
+
+    /// Set `last_accessed` of the given records (those that exist).
+    pub fn touch(&mut self, ids: &[String], last_accessed: &str) -> MemoryResult<()> {
+        self.refresh()?;
+        if ids.iter().all(|id| !self.mirror.slot_of.contains_key(id)) {
+            return Ok(());
+        }
+        self.write(|tx, mirror, seq| {
+            let mut update = tx.prepare_cached("UPDATE memories SET last_accessed = ?1, seq = ?2 WHERE id = ?3")?;
+            let mut touched = Vec::new();
+            for id in ids {
+                if let Some(&slot) = mirror.slot_of.get(id) {
+                    *seq += 1;
+                    update.execute(params![last_accessed, *seq, id])?;
+                    touched.push((slot, *seq));
+                }
+            }
+            let stamp = last_accessed.to_string();
+            let apply = move |m: &mut Mirror| {
+                for (slot, s) in touched {
+                    m.rows[slot].data.last_accessed = stamp.clone();
+                    m.rows[slot].seq = s;
+                }
+            };
+            Ok(((), Box::new(apply) as Apply))
+        })
+    }
+
+    fn delete_where(&mut self, select: impl Fn(&Mirror) -> Vec<String>) -> MemoryResult<usize> {
+        self.refresh()?;
+        if select(&self.mirror).is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx, mirror, seq| {
+            let ids = select(mirror);
+            let mut delete = tx.prepare_cached("DELETE FROM memories WHERE id = ?1")?;
+            let mut log = tx.prepare_cached("INSERT INTO deletions (seq, id) VALUES (?1, ?2)")?;
+            for id in &ids {
+                *seq += 1;
+                delete.execute([id])?;
+                log.execute(params![*seq, id])?;
+            }
+            let count = ids.len();
+            let apply = move |m: &mut Mirror| {
+                for id in ids {
+                    m.remove(&id);
+                }
+            };
+            Ok((count, Box::new(apply) as Apply))
+        })
+    }
+
+    /// Delete the records with these ids; returns how many existed.
+    pub fn delete_ids(&mut self, ids: &[String]) -> MemoryResult<usize> {
+        self.delete_where(|m| {
+            let mut seen = std::collections::HashSet::new();
+            ids.iter().filter(|id| m.slot_of.contains_key(*id) && seen.insert(*id)).cloned().collect()
+        })
+    }
+
+    /// Delete the records the filter admits; returns how many.
+    pub fn delete_matching(&mut self, filter: &Filter) -> MemoryResult<usize> {
+        self.delete_where(|m| m.rows.iter().filter(|r| filter.admits(r)).map(|r| r.data.id.clone()).collect())
+    }
+
+    /// Drop every record; the next save may set a new dimension.
+    pub fn reset_all(&mut self) -> MemoryResult<()> {
+        self.refresh()?;
+        self.write(|tx, mirror, _seq| {
+            tx.execute("DELETE FROM memories", [])?;
+            tx.execute("DELETE FROM deletions", [])?;
+            let epoch = mirror.epoch + 1;
+            set_meta(tx, "epoch", epoch)?;
+            set_meta(tx, "vector_dim", 0)?;
+            let apply = move |m: &mut Mirror| {
+                m.clear();
+                m.epoch = epoch;
+            };
+            Ok(((), Box::new(apply) as Apply))
+        })?;
+        // The mirror's seq is restored by `write`; the file's stays (it only grows).
+        Ok(())
+    }
+
+    pub fn get(&mut self, id: &str) -> MemoryResult<Option<RecordData>> {
+        self.refresh()?;
+        Ok(self.mirror.slot_of.get(id).map(|&slot| self.record_at(slot)))
+    }
+
+    fn record_at(&self, slot: usize) -> RecordData {
+        let mut data = self.mirror.rows[slot].data.clone();
+        data.vector = Some(self.mirror.vector(slot).to_vec());
+        data
+    }
+
+    pub fn count_all(&mut self) -> MemoryResult<usize> {
+        self.refresh()?;
+        Ok(self.mirror.rows.len())
+    }
+
+    /// The `limit` nearest records the filter admits, nearest first, with
+    /// LanceDB's score `1 / (1 + squared L2)` and at least `min_score`.
+    pub fn search(&mut self, query: &[f32], filter: &Filter, limit: usize, min_score: f64) -> MemoryResult<Vec<(RecordData, f64)>> {
+        check_vector("query_embedding", query)?;
+        self.refresh()?;
+        let m = &self.mirror;
+        if m.dim == 0 {
+            return Ok(Vec::new()); // no table yet: LanceDBStorage answers [] before any check
+        }
+        if query.len() != m.dim {
+            return Err(MemoryError::DimensionMismatch { stored: m.dim, new: query.len() });
+        }
+        let keep = limit.min(m.rows.len());
+        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(keep + 1);
+        if keep == 0 {
+            return Ok(Vec::new());
+        }
+        let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
+        for (slot, row) in m.rows.iter().enumerate() {
+            if !unfiltered && !filter.admits(row) {
+                continue;
+            }
+            let distance = squared_l2(query, m.vector(slot));
+            if heap.len() == keep {
+                let worst = heap.peek().expect("heap is full");
+                if distance.total_cmp(&worst.distance).then(row.seq.cmp(&worst.seq)) != CmpOrdering::Less {
+                    continue;
+                }
+                heap.pop();
+            }
+            heap.push(Candidate { distance, seq: row.seq, slot });
+        }
+        let mut found = heap.into_sorted_vec();
+        found.retain(|c| 1.0 / (1.0 + c.distance as f64) >= min_score);
+        Ok(found
+            .into_iter()
+            .map(|c| (self.record_at(c.slot), 1.0 / (1.0 + c.distance as f64)))
+            .collect())
+    }
+
+    /// The records a scope filter admits, newest `created_at` first, paged.
+    pub fn list(&mut self, scope: &ScopeMatch, limit: usize, offset: usize) -> MemoryResult<Vec<RecordData>> {
+        self.refresh()?;
+        let m = &self.mirror;
+        let mut slots: Vec<usize> = (0..m.rows.len()).filter(|&s| scope.admits(&m.rows[s].data.scope)).collect();
+        let newest_first = |a: &usize, b: &usize| {
+            let (ra, rb) = (&m.rows[*a], &m.rows[*b]);
+            rb.data.created_key.cmp(&ra.data.created_key).then(rb.seq.cmp(&ra.seq))
+        };
+        let end = offset.saturating_add(limit).min(slots.len());
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        if end < slots.len() {
+            slots.select_nth_unstable_by(end, newest_first);
+            slots.truncate(end);
+        }
+        slots.sort_unstable_by(newest_first);
+        Ok(slots[offset..end].iter().map(|&s| self.record_at(s)).collect())
+    }
+
+    fn scopes_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a ScopeStats)> + 'a {
+        self.mirror
+            .scopes
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(scope, _)| scope.starts_with(prefix))
+    }
+
+    /// Upstream's `get_scope_info` over the records whose scope starts with
+    /// `prefix`; children are the first components below `child_prefix`.
+    pub fn scope_summary(&mut self, prefix: &str, child_prefix: &str) -> MemoryResult<ScopeSummary> {
+        self.refresh()?;
+        let mut summary = ScopeSummary { record_count: 0, categories: Vec::new(), oldest: None, newest: None, child_scopes: Vec::new() };
+        let mut categories = std::collections::BTreeSet::new();
+        let mut children = std::collections::BTreeSet::new();
+        let mut oldest: Option<&(i64, String)> = None;
+        let mut newest: Option<&(i64, String)> = None;
+        for (scope, stats) in self.scopes_with_prefix(prefix) {
+            summary.record_count += stats.count;
+            categories.extend(stats.categories.keys().cloned());
+            if let Some(first) = stats.created.keys().next() {
+                if oldest.map_or(true, |o| first.0 < o.0) {
+                    oldest = Some(first);
+                }
+            }
+            if let Some(last) = stats.created.keys().next_back() {
+                if newest.map_or(true, |n| last.0 > n.0) {
+                    newest = Some(last);
+                }
+            }
+            if let Some(rest) = scope.strip_prefix(child_prefix) {
+                let first = rest.split('/').next().unwrap_or("");
+                if !first.is_empty() {
+                    children.insert(format!("{child_prefix}{first}"));
+                }
+            }
+        }
+        summary.categories = categories.into_iter().collect();
+        summary.oldest = oldest.map(|o| o.1.clone());
+        summary.newest = newest.map(|n| n.1.clone());
+        summary.child_scopes = children.into_iter().collect();
+        Ok(summary)
+    }
+
+    /// Upstream's `list_scopes`: first components below `prefix`, the scope
+    /// equal to `exclude` left out.
+    pub fn child_scopes(&mut self, prefix: &str, exclude: &str) -> MemoryResult<Vec<String>> {
+        self.refresh()?;
+        let mut children = std::collections::BTreeSet::new();
+        for (scope, _) in self.scopes_with_prefix(prefix) {
+            if scope == exclude {
+                continue;
+            }
+            let first = scope[prefix.len()..].split('/').next().unwrap_or("");
+            if !first.is_empty() {
+                children.insert(format!("{prefix}{first}"));
+            }
+        }
+        Ok(children.into_iter().collect())
+    }
+
+    /// Category occurrences over the scopes starting with `prefix`, in first-seen order of scopes.
+    pub fn category_counts(&mut self, prefix: &str) -> MemoryResult<Vec<(String, usize)>> {
+        self.refresh()?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, stats) in self.scopes_with_prefix(prefix) {
+            for (c, n) in &stats.categories {
+                *counts.entry(c.clone()).or_default() += n;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    /// Fix the dimension of a store that has none yet (LanceDBStorage's `vector_dim=`).
+    pub fn ensure_dim(&mut self, dim: usize) -> MemoryResult<()> {
+        if dim == 0 {
+            return Err(MemoryError::Invalid("vector_dim must be a positive integer".into()));
+        }
+        self.refresh()?;
+        if self.mirror.dim != 0 {
+            return Ok(());
+        }
+        self.write(|tx, mirror, _seq| {
+            let dim = if mirror.dim != 0 { mirror.dim } else { dim };
+            set_meta(tx, "vector_dim", dim as i64)?;
+            let apply = move |m: &mut Mirror| m.dim = dim;
+            Ok(((), Box::new(apply) as Apply))
+        })?;
+        self.fallback_dim = self.mirror.dim;
+        Ok(())
+    }
+
+    /// The version of `source` last imported (0: never).
+    pub fn imported_version(&mut self, source: &str) -> MemoryResult<i64> {
+        Ok(meta(&self.conn, &format!("import:{source}"))?)
+    }
+
+    /// Import the records of another store (`source`, at `version`): those whose
+    /// id no earlier import of `source` brought and the store does not hold.
+    /// So an import is idempotent, a record deleted here is not brought back,
+    /// and records the source gained since are added. Returns how many.
+    pub fn import_new(&mut self, source: &str, version: i64, records: Vec<RecordData>) -> MemoryResult<usize> {
+        for r in &records {
+            if let Some(v) = &r.vector {
+                check_vector("embedding", v)?;
+            }
+        }
+        self.refresh()?;
+        let fallback = self.fallback_dim;
+        let source = source.to_string();
+        let imported = self.write(|tx, mirror, seq| {
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS imported (source TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (source, id))")?;
+            let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO imported (source, id) VALUES (?1, ?2)")?;
+            let mut fresh = Vec::new();
+            for r in records {
+                if seen.execute(params![source, r.id])? == 1 && !mirror.slot_of.contains_key(&r.id) {
+                    fresh.push(r);
+                }
+            }
+            let mut dim = mirror.dim;
+            for v in fresh.iter().filter_map(|r| r.vector.as_ref()) {
+                if dim == 0 {
+                    dim = v.len();
+                }
+                if v.len() != dim {
+                    return Err(MemoryError::DimensionMismatch { stored: dim, new: v.len() });
+                }
+            }
+            if dim == 0 {
+                dim = if fallback != 0 { fallback } else { DEFAULT_VECTOR_DIM };
+            }
+            if mirror.dim == 0 && !fresh.is_empty() {
+                set_meta(tx, "vector_dim", dim as i64)?;
+            }
+            let zeros = vec![0f32; dim];
+            let mut insert = tx.prepare_cached(INSERT_ROW)?;
+            let mut staged = Vec::with_capacity(fresh.len());
+            for mut r in fresh {
+                *seq += 1;
+                let vector = r.vector.take().unwrap_or_else(|| zeros.clone());
+                insert_row(&mut insert, &r, &vector, *seq)?;
+                staged.push((Row::new(r, *seq), vector));
+            }
+            set_meta(tx, &format!("import:{source}"), version)?;
+            let count = staged.len();
+            let apply = move |m: &mut Mirror| {
+                if m.dim == 0 && count > 0 {
+                    m.dim = dim;
+                }
+                for (row, vector) in staged {
+                    m.upsert(row, &vector);
+                }
+            };
+            Ok((count, Box::new(apply) as Apply))
+        })?;
+        if self.mirror.dim != 0 {
+            self.fallback_dim = self.mirror.dim;
+        }
+        Ok(imported)
+    }
+}
+
+const INSERT_ROW: &str = "INSERT OR REPLACE INTO memories (id, content, scope, categories_str, metadata_str, \
+    importance, created_at, created_key, last_accessed, source, private, vector, seq) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, r: &RecordData, vector: &[f32], seq: i64) -> rusqlite::Result<()> {
+    stmt.execute(params![
+        r.id,
+        r.content,
+        r.scope,
+        r.categories_str,
+        r.metadata_str,
+        r.importance,
+        r.created_at,
+        r.created_key,
+        r.last_accessed,
+        r.source,
+        r.private as i64,
+        vector_blob(vector),
+        seq
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, scope: &str, categories: &[&str], created_key: i64, vector: Option<Vec<f32>>) -> RecordData {
+        let cats: Vec<String> = categories.iter().map(|c| format!("\"{c}\"")).collect();
+        RecordData {
+            id: id.into(),
+            content: format!("content of {id}"),
+            scope: scope.into(),
+            categories_str: format!("[{}]", cats.join(", ")),
+            metadata_str: format!("{{\"n\": {created_key}}}"),
+            importance: 0.5,
+            created_at: format!("2026-01-01T00:00:{:02}", created_key),
+            created_key,
+            last_accessed: "2026-01-01T00:00:00".into(),
+            source: String::new(),
+            private: false,
+            vector,
+        }
+    }
+
+    fn open(dir: &tempdir::Dir) -> MemoryStore {
+        MemoryStore::open(dir.path().join("m.sqlite3"), Duration::from_secs(5)).unwrap()
+    }
+
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new(name: &str) -> Dir {
+                let p = std::env::temp_dir().join(format!("crewai-rust-memory-{name}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&p);
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn search_ranks_by_squared_l2_with_lancedb_scores() {
+        let dir = tempdir::Dir::new("rank");
+        let mut s = open(&dir);
+        s.save(vec![
+            record("a", "/x", &[], 1, Some(vec![1.0, 0.0])),
+            record("b", "/x", &[], 2, Some(vec![0.0, 3.0])),
+            record("c", "/y", &[], 3, Some(vec![0.5, 0.5])),
+        ])
+        .unwrap();
+        let hits = s.search(&[1.0, 1.0], &Filter::scope(ScopeMatch::Any), 10, 0.0).unwrap();
+        let got: Vec<(&str, f64)> = hits.iter().map(|(r, score)| (r.id.as_str(), *score)).collect();
+        assert_eq!(got, vec![("c", 1.0 / 1.5), ("a", 0.5), ("b", 1.0 / 6.0)]);
+        let scoped = s.search(&[1.0, 1.0], &Filter::scope(ScopeMatch::Prefix("/x".into())), 1, 0.0).unwrap();
+        assert_eq!(scoped[0].0.id, "a");
+        let strict = s.search(&[1.0, 1.0], &Filter::scope(ScopeMatch::Any), 10, 0.4).unwrap();
+        assert_eq!(strict.len(), 2);
+    }
+
+    #[test]
+    fn dimension_rules_follow_upstream() {
+        let dir = tempdir::Dir::new("dims");
+        let mut s = open(&dir);
+        let mixed = s.save(vec![record("a", "/", &[], 1, Some(vec![1.0; 4])), record("b", "/", &[], 1, Some(vec![1.0; 5]))]);
+        assert!(matches!(mixed, Err(MemoryError::DimensionMismatch { stored: 4, new: 5 })));
+        s.save(vec![record("a", "/", &[], 1, Some(vec![1.0; 4]))]).unwrap();
+        let wrong = s.save(vec![record("b", "/", &[], 1, Some(vec![1.0; 8]))]);
+        assert!(matches!(wrong, Err(MemoryError::DimensionMismatch { stored: 4, new: 8 })));
+        s.save(vec![record("c", "/", &[], 1, None)]).unwrap();
+        assert_eq!(s.get("c").unwrap().unwrap().vector, Some(vec![0.0; 4]));
+        s.reset_all().unwrap();
+        s.save(vec![record("d", "/", &[], 1, Some(vec![1.0; 8]))]).unwrap();
+        assert_eq!(s.vector_dim(), 8);
+        assert!(matches!(s.save(vec![record("e", "/", &[], 1, Some(vec![f32::NAN; 8]))]), Err(MemoryError::Invalid(_))));
+    }
+
+    #[test]
+    fn scope_statistics_follow_writes_and_deletes() {
+        let dir = tempdir::Dir::new("scopes");
+        let mut s = open(&dir);
+        s.save(vec![
+            record("a", "/org/eng", &["x", "y"], 1, Some(vec![1.0])),
+            record("b", "/org/eng/api", &["y"], 5, Some(vec![1.0])),
+            record("c", "/org/sales", &["z"], 3, Some(vec![1.0])),
+            record("d", "/orgx", &["x"], 9, Some(vec![1.0])),
+        ])
+        .unwrap();
+        let info = s.scope_summary("/org", "/org/").unwrap();
+        // Raw prefix, as LanceDB's LIKE: "/orgx" is counted, but is no child.
+        assert_eq!(info.record_count, 4);
+        assert_eq!(info.categories, vec!["x", "y", "z"]);
+        assert_eq!(info.oldest.as_deref(), Some("2026-01-01T00:00:01"));
+        assert_eq!(info.newest.as_deref(), Some("2026-01-01T00:00:09"));
+        assert_eq!(info.child_scopes, vec!["/org/eng", "/org/sales"]);
+        assert_eq!(s.child_scopes("/", "/").unwrap(), vec!["/org", "/orgx"]);
+        assert_eq!(s.category_counts("").unwrap(), vec![("x".into(), 2), ("y".into(), 2), ("z".into(), 1)]);
+        let mut by_category = Filter::scope(ScopeMatch::Prefix("/org/eng".into()));
+        by_category.categories = vec!["y".into()];
+        assert_eq!(s.delete_matching(&by_category).unwrap(), 2);
+        assert_eq!(s.category_counts("").unwrap(), vec![("x".into(), 1), ("z".into(), 1)]);
+        assert_eq!(s.scope_summary("/org/eng", "/org/eng/").unwrap().record_count, 0);
+        assert_eq!(s.delete_ids(&["c".into(), "c".into(), "nope".into()]).unwrap(), 1);
+        assert_eq!(s.count_all().unwrap(), 1);
+    }
+
+    #[test]
+    fn metadata_filters_use_python_equality() {
+        let t = |s: &str| parse_json(s).unwrap();
+        assert!(python_eq(&t("1"), &t("1.0")));
+        assert!(python_eq(&t("true"), &t("1")));
+        assert!(!python_eq(&t("NaN"), &t("NaN")));
+        assert!(python_eq(&t("{\"a\": [1, 2]}"), &t("{\"a\": [1.0, 2]}")));
+        assert!(!python_eq(&t("\"1\""), &t("1")));
+        assert!(!python_eq(&t("null"), &t("0")));
+    }
+
+    #[test]
+    fn a_second_connection_sees_writes_incrementally() {
+        let dir = tempdir::Dir::new("two");
+        let mut a = open(&dir);
+        let mut b = open(&dir);
+        a.save(vec![record("a", "/", &[], 1, Some(vec![1.0, 2.0]))]).unwrap();
+        assert_eq!(b.count_all().unwrap(), 1);
+        b.save(vec![record("b", "/", &[], 2, Some(vec![2.0, 2.0]))]).unwrap();
+        a.delete_ids(&["a".into()]).unwrap();
+        a.save(vec![record("a", "/", &[], 3, Some(vec![3.0, 2.0]))]).unwrap();
+        b.touch(&["b".into()], "2027-01-01T00:00:00").unwrap();
+        assert_eq!(b.count_all().unwrap(), 2);
+        assert_eq!(b.get("a").unwrap().unwrap().created_key, 3);
+        assert_eq!(a.get("b").unwrap().unwrap().last_accessed, "2027-01-01T00:00:00");
+        b.reset_all().unwrap();
+        assert_eq!(a.count_all().unwrap(), 0);
+        let reopened = open(&dir).count_all().unwrap();
+        assert_eq!(reopened, 0);
+    }
+
+    #[test]
+    fn list_is_newest_first_and_paged() {
+        let dir = tempdir::Dir::new("list");
+        let mut s = open(&dir);
+        let records = (0..10).map(|i| record(&format!("r{i}"), "/a", &[], i, Some(vec![0.0]))).collect();
+        s.save(records).unwrap();
+        let page: Vec<String> = s.list(&ScopeMatch::Any, 3, 2).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(page, vec!["r7", "r6", "r5"]);
+        assert!(s.list(&ScopeMatch::Any, 3, 10).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,303 @@
+//! PyO3 bindings of the memory store (`crewai_rust._native.MemoryStore`).
+//!
+//! Records cross as flat tuples in LanceDB's row layout with vectors as
+//! little-endian f32 bytes; `crewai_rust.memory` builds the `MemoryRecord`s.
+//! Every call releases the GIL for the store's work, and the store's lock is
+//! never held while Python runs.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::json;
+use crate::memory::{Filter, MemoryError, MemoryStore as Store, RecordData, ScopeMatch};
+use crate::python::{db_error, guarded};
+use crate::sqlite::{DbError, ErrorKind};
+
+create_exception!(
+    _native,
+    EmbeddingDimensionError,
+    PyValueError,
+    "The store holds vectors of another dimension; args are (stored_dim, new_dim)."
+);
+
+fn memory_error(py: Python<'_>, err: MemoryError) -> PyErr {
+    match err {
+        MemoryError::Db(e) => db_error(py, e),
+        MemoryError::DimensionMismatch { stored, new } => EmbeddingDimensionError::new_err((stored, new)),
+        MemoryError::Invalid(message) => PyValueError::new_err(message),
+        MemoryError::Incompatible(message) => db_error(py, DbError { kind: ErrorKind::Database, message }),
+    }
+}
+
+fn vector_from_bytes(field: &str, bytes: &[u8]) -> PyResult<Vec<f32>> {
+    if bytes.len() % 4 != 0 {
+        return Err(PyValueError::new_err(format!("{field}: {} bytes is not a whole number of float32", bytes.len())));
+    }
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+type RecordTuple<'py> = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    f64,
+    String,
+    i64,
+    String,
+    String,
+    bool,
+    Option<Bound<'py, PyBytes>>,
+);
+
+fn record_from_tuple(row: RecordTuple<'_>) -> PyResult<RecordData> {
+    let vector = match &row.11 {
+        Some(bytes) => Some(vector_from_bytes("embedding", bytes.as_bytes())?),
+        None => None,
+    };
+    Ok(RecordData {
+        id: row.0,
+        content: row.1,
+        scope: row.2,
+        categories_str: row.3,
+        metadata_str: row.4,
+        importance: row.5,
+        created_at: row.6,
+        created_key: row.7,
+        last_accessed: row.8,
+        source: row.9,
+        private: row.10,
+        vector,
+    })
+}
+
+fn record_to_tuple<'py>(py: Python<'py>, r: RecordData) -> PyResult<Bound<'py, PyTuple>> {
+    let vector: Vec<u8> = r.vector.unwrap_or_default().iter().flat_map(|x| x.to_le_bytes()).collect();
+    (
+        r.id,
+        r.content,
+        r.scope,
+        r.categories_str,
+        r.metadata_str,
+        r.importance,
+        r.created_at,
+        r.created_key,
+        r.last_accessed,
+        r.source,
+        r.private,
+        PyBytes::new(py, &vector),
+    )
+        .into_pyobject(py)
+}
+
+/// `(kind, a, b, categories, metadata_json, created_before)` → a filter.
+type FilterTuple = (String, Option<String>, Option<String>, Vec<String>, Option<String>, Option<i64>);
+
+fn filter_from_tuple(spec: FilterTuple) -> PyResult<Filter> {
+    let (kind, a, b, categories, metadata_json, created_before) = spec;
+    let need = |v: Option<String>| v.ok_or_else(|| PyValueError::new_err(format!("scope match {kind:?} needs a prefix")));
+    let scope = match kind.as_str() {
+        "any" => ScopeMatch::Any,
+        "prefix" => ScopeMatch::Prefix(need(a)?),
+        "prefix_or_root" => ScopeMatch::PrefixOrRoot(need(a)?),
+        "range" => ScopeMatch::Range(need(a.clone())?, need(b)?),
+        other => return Err(PyValueError::new_err(format!("unknown scope match {other:?}"))),
+    };
+    let metadata = match metadata_json {
+        None => Vec::new(),
+        Some(text) => match json::parse(&text, &mut json::ValueSink) {
+            Ok(json::Value::Object(entries)) => entries,
+            _ => return Err(PyValueError::new_err("metadata_filter must be a JSON object")),
+        },
+    };
+    Ok(Filter { scope, categories, metadata, created_before })
+}
+
+#[pyclass(module = "crewai_rust._native", frozen)]
+pub struct MemoryStore {
+    inner: Mutex<Option<Store>>,
+    path: String,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> MutexGuard<'_, Option<Store>> {
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // A panic interrupted an operation: the mirror may be half
+                // updated, so it is rebuilt from the file on the next call.
+                let mut guard = poisoned.into_inner();
+                if let Some(store) = guard.as_mut() {
+                    store.invalidate();
+                }
+                self.inner.clear_poison();
+                guard
+            }
+        }
+    }
+
+    /// Run `f` on the open store with the GIL released.
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Store) -> Result<T, MemoryError> + Send) -> PyResult<T> {
+        let outcome = guarded(|| {
+            Ok(py.detach(|| {
+                let mut guard = self.lock();
+                match guard.as_mut() {
+                    Some(store) => f(store).map_err(Some),
+                    None => Err(None),
+                }
+            }))
+        })?;
+        outcome.map_err(|e| match e {
+            Some(err) => memory_error(py, err),
+            None => db_error(
+                py,
+                DbError { kind: ErrorKind::Programming, message: format!("memory store {} is closed", self.path) },
+            ),
+        })
+    }
+}
+
+#[pymethods]
+impl MemoryStore {
+    #[new]
+    #[pyo3(signature = (path, busy_timeout = 30.0))]
+    fn new(py: Python<'_>, path: String, busy_timeout: f64) -> PyResult<Self> {
+        let timeout = Duration::from_secs_f64(busy_timeout.max(0.0));
+        let opened = guarded(|| Ok(py.detach(|| Store::open(path.clone(), timeout))))?;
+        let store = opened.map_err(|e| memory_error(py, e))?;
+        Ok(MemoryStore { inner: Mutex::new(Some(store)), path })
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn vector_dim(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| {
+            s.refresh()?;
+            Ok(s.vector_dim())
+        })
+    }
+
+    fn save(&self, py: Python<'_>, records: Vec<RecordTuple<'_>>) -> PyResult<()> {
+        let records = records.into_iter().map(record_from_tuple).collect::<PyResult<Vec<_>>>()?;
+        self.with(py, move |s| s.save(records))
+    }
+
+    fn update(&self, py: Python<'_>, record: RecordTuple<'_>) -> PyResult<()> {
+        let record = record_from_tuple(record)?;
+        self.with(py, move |s| s.update(record))
+    }
+
+    fn ensure_dim(&self, py: Python<'_>, dim: usize) -> PyResult<()> {
+        self.with(py, move |s| s.ensure_dim(dim))
+    }
+
+    fn imported_version(&self, py: Python<'_>, source: String) -> PyResult<i64> {
+        self.with(py, move |s| s.imported_version(&source))
+    }
+
+    fn import_new(&self, py: Python<'_>, source: String, version: i64, records: Vec<RecordTuple<'_>>) -> PyResult<usize> {
+        let records = records.into_iter().map(record_from_tuple).collect::<PyResult<Vec<_>>>()?;
+        self.with(py, move |s| s.import_new(&source, version, records))
+    }
+
+    fn touch(&self, py: Python<'_>, ids: Vec<String>, last_accessed: String) -> PyResult<()> {
+        self.with(py, move |s| s.touch(&ids, &last_accessed))
+    }
+
+    fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let found = self.with(py, move |s| s.get(&id))?;
+        found.map(|r| record_to_tuple(py, r)).transpose()
+    }
+
+    fn count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| s.count_all())
+    }
+
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        filter: FilterTuple,
+        limit: usize,
+        min_score: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let query = vector_from_bytes("query_embedding", query)?;
+        let filter = filter_from_tuple(filter)?;
+        let hits = self.with(py, move |s| s.search(&query, &filter, limit, min_score))?;
+        let out = PyList::empty(py);
+        for (record, score) in hits {
+            out.append((record_to_tuple(py, record)?, score))?;
+        }
+        Ok(out)
+    }
+
+    fn list<'py>(&self, py: Python<'py>, filter: FilterTuple, limit: usize, offset: usize) -> PyResult<Bound<'py, PyList>> {
+        let scope = filter_from_tuple(filter)?.scope;
+        let records = self.with(py, move |s| s.list(&scope, limit, offset))?;
+        let out = PyList::empty(py);
+        for record in records {
+            out.append(record_to_tuple(py, record)?)?;
+        }
+        Ok(out)
+    }
+
+    fn delete_ids(&self, py: Python<'_>, ids: Vec<String>) -> PyResult<usize> {
+        self.with(py, move |s| s.delete_ids(&ids))
+    }
+
+    fn delete_matching(&self, py: Python<'_>, filter: FilterTuple) -> PyResult<usize> {
+        let filter = filter_from_tuple(filter)?;
+        self.with(py, move |s| s.delete_matching(&filter))
+    }
+
+    fn reset_all(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |s| s.reset_all())
+    }
+
+    /// `(record_count, categories, oldest, newest, child_scopes)` of the scopes starting with `prefix`.
+    fn scope_summary<'py>(&self, py: Python<'py>, prefix: String, child_prefix: String) -> PyResult<Bound<'py, PyTuple>> {
+        let s = self.with(py, move |s| s.scope_summary(&prefix, &child_prefix))?;
+        (s.record_count, s.categories, s.oldest, s.newest, s.child_scopes).into_pyobject(py)
+    }
+
+    fn child_scopes(&self, py: Python<'_>, prefix: String, exclude: String) -> PyResult<Vec<String>> {
+        self.with(py, move |s| s.child_scopes(&prefix, &exclude))
+    }
+
+    fn category_counts<'py>(&self, py: Python<'py>, prefix: String) -> PyResult<Bound<'py, PyDict>> {
+        let counts = self.with(py, move |s| s.category_counts(&prefix))?;
+        let out = PyDict::new(py);
+        for (category, n) in counts {
+            out.set_item(category, n)?;
+        }
+        Ok(out)
+    }
+
+    /// Close the connection; later calls raise `sqlite3.ProgrammingError`.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            self.lock().take();
+        });
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.lock().is_none()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("EmbeddingDimensionError", m.py().get_type::<EmbeddingDimensionError>())?;
+    m.add_class::<MemoryStore>()?;
+    Ok(())
+}
