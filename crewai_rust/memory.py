@@ -316,7 +316,7 @@ class RustMemoryStorage:
         """LanceDBStorage's compaction; the SQLite store needs none."""
 
     def close(self) -> None:
-        """Close the store's connection; the file can be removed afterwards."""
+        """Close the store's connection so the file can be removed; a later call reopens it."""
         self._store.close()
 
     # -- reads -------------------------------------------------------------

@@ -11,6 +11,7 @@ from crewai.memory.storage import factory
 from crewai.memory.storage.lancedb_storage import LanceDBStorage
 from crewai.memory.unified_memory import Memory
 import crewai.memory.unified_memory as unified_memory
+from crewai_rust.memory import RustMemoryStorage
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +41,18 @@ def test_default_and_path_specs_are_offered_then_upstream_storage_is_used(
     default = Memory()
     with_path = Memory(storage=str(tmp_path / "store"))
     assert offered == ["lancedb", str(tmp_path / "store")]
-    # No Rust storage has landed yet, so both backends build upstream's LanceDB.
-    assert isinstance(default._storage, LanceDBStorage)
-    assert isinstance(with_path._storage, LanceDBStorage)
+    expected = RustMemoryStorage if backend == "rust" else LanceDBStorage
+    assert isinstance(default._storage, expected)
+    assert isinstance(with_path._storage, expected)
+    if backend == "rust":
+        # The default spec is LanceDBStorage's default directory, a path spec is that directory.
+        assert default._storage.path == tmp_path / "memory"
+        assert with_path._storage.db_path == tmp_path / "store" / "memories.sqlite3"
+
+
+def test_memory_switch_off_keeps_lancedb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CREWAI_RUST_MEMORY", "0")
+    assert isinstance(Memory(storage=str(tmp_path / "store"))._storage, LanceDBStorage)
 
 
 def test_registered_factory_and_explicit_instance_bypass_the_hook(backend: str, offered: list[str]) -> None:
@@ -72,13 +82,3 @@ def test_a_storage_returned_by_crewai_rust_is_used(monkeypatch: pytest.MonkeyPat
     sentinel = object()
     monkeypatch.setattr(unified_memory, "_rust_storage_for_spec", lambda spec: sentinel)
     assert Memory()._storage is sentinel
-
-
-def test_requiring_rust_memory_before_it_exists_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
-    import crewai_rust
-
-    if "memory" in crewai_rust.IMPLEMENTED_COMPONENTS:
-        pytest.skip("the Rust memory storage exists")
-    monkeypatch.setenv("CREWAI_RUST_MEMORY", "1")
-    with pytest.raises(crewai_rust.ComponentNotImplementedError, match="CREWAI_RUST_MEMORY=1"):
-        Memory()

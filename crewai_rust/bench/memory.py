@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -528,6 +530,37 @@ class _FakeEmbedder:
         return out
 
 
+@contextlib.contextmanager
+def _quiet_memory_runtime() -> Iterator[None]:
+    """What Memory does around storage, minus two host-side costs that are no part of memory.
+
+    * ``CREWAI_TRACING_ENABLED=false``: without it a first run (no user data)
+      collects local "first-time" traces, and the tracing handler of the
+      encode flow's FlowStartedEvent waits its full 5 s readiness timeout for
+      the span of the MemorySaveStartedEvent that remember emitted just
+      before (every remember takes 5 s, on both backends).
+    * the console formatter's ``verbose`` off: no rich panel printed per
+      remember/recall.
+
+    Both are restored when the workload's cases are done.
+    """
+    from crewai.events.event_listener import event_listener
+
+    saved_env = os.environ.get("CREWAI_TRACING_ENABLED")
+    formatter = event_listener.formatter
+    saved_verbose = formatter.verbose
+    os.environ["CREWAI_TRACING_ENABLED"] = "false"
+    formatter.verbose = False
+    try:
+        yield
+    finally:
+        formatter.verbose = saved_verbose
+        if saved_env is None:
+            os.environ.pop("CREWAI_TRACING_ENABLED", None)
+        else:
+            os.environ["CREWAI_TRACING_ENABLED"] = saved_env
+
+
 def _memories(ds: _Dataset, tag: str) -> tuple[_Pair, Any, Any, Any]:
     """Two ``Memory`` objects over fresh copies of the dataset: explicit LanceDB and Rust storages."""
     from unittest.mock import MagicMock
@@ -584,7 +617,8 @@ def remember_cases(quick: bool) -> Iterator[Case]:
             assert strip(up_stored) == strip(rs_stored) == strip(expected)
             assert pair.upstream.count() == pair.rust.count() == rows + 1
 
-        yield Case(_label(rows, dims), make(upstream_memory), make(rust_memory), check)
+        with _quiet_memory_runtime():
+            yield Case(_label(rows, dims), make(upstream_memory), make(rust_memory), check)
         upstream_memory.close()
         rust_memory.close()  # closes its storage
         pair.close(rust_closed=True)
@@ -615,7 +649,8 @@ def recall_cases(quick: bool) -> Iterator[Case]:
             _same_ranking(expected, got, "recall", tolerance=1e-3)
             assert len(got) == _LIMIT
 
-        yield Case(_label(rows, dims), make(upstream_memory), make(rust_memory), check)
+        with _quiet_memory_runtime():
+            yield Case(_label(rows, dims), make(upstream_memory), make(rust_memory), check)
         upstream_memory.close()
         rust_memory.close()  # closes its storage
         pair.close(rust_closed=True)

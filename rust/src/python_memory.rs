@@ -123,6 +123,7 @@ fn filter_from_tuple(spec: FilterTuple) -> PyResult<Filter> {
 pub struct MemoryStore {
     inner: Mutex<Option<Store>>,
     path: String,
+    busy_timeout: Duration,
 }
 
 impl MemoryStore {
@@ -142,24 +143,20 @@ impl MemoryStore {
         }
     }
 
-    /// Run `f` on the open store with the GIL released.
+    /// Run `f` on the store with the GIL released, reopening it after `close()`
+    /// (upstream's `Memory.close()` closes its storage, and tests and callers
+    /// still read from it afterwards).
     fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Store) -> Result<T, MemoryError> + Send) -> PyResult<T> {
         let outcome = guarded(|| {
             Ok(py.detach(|| {
                 let mut guard = self.lock();
-                match guard.as_mut() {
-                    Some(store) => f(store).map_err(Some),
-                    None => Err(None),
+                if guard.is_none() {
+                    *guard = Some(Store::open(self.path.clone(), self.busy_timeout)?);
                 }
+                f(guard.as_mut().expect("opened above"))
             }))
         })?;
-        outcome.map_err(|e| match e {
-            Some(err) => memory_error(py, err),
-            None => db_error(
-                py,
-                DbError { kind: ErrorKind::Programming, message: format!("memory store {} is closed", self.path) },
-            ),
-        })
+        outcome.map_err(|e| memory_error(py, e))
     }
 }
 
@@ -171,7 +168,7 @@ impl MemoryStore {
         let timeout = Duration::from_secs_f64(busy_timeout.max(0.0));
         let opened = guarded(|| Ok(py.detach(|| Store::open(path.clone(), timeout))))?;
         let store = opened.map_err(|e| memory_error(py, e))?;
-        Ok(MemoryStore { inner: Mutex::new(Some(store)), path })
+        Ok(MemoryStore { inner: Mutex::new(Some(store)), path, busy_timeout: timeout })
     }
 
     #[getter]
@@ -283,7 +280,7 @@ impl MemoryStore {
         Ok(out)
     }
 
-    /// Close the connection; later calls raise `sqlite3.ProgrammingError`.
+    /// Close the connection (the file can then be removed); a later call reopens it.
     fn close(&self, py: Python<'_>) {
         py.detach(|| {
             self.lock().take();
