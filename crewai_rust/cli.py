@@ -104,6 +104,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(quick=args.quick, json_path=args.json, only=args.only, rounds=args.rounds)
 
 
+def cmd_memory_export(args: argparse.Namespace) -> int:
+    from crewai_rust.memory import export_to_lancedb
+
+    count = export_to_lancedb(args.path)
+    print(f"exported {count} memory record(s) to LanceDB in {args.path or 'the default memory directory'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crewai_rust")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--only", metavar="NAME", action="append",
                          help="run workloads whose name contains NAME (repeatable)")
     p_bench.add_argument("--rounds", type=int, default=None, help="timed rounds per side")
+    p_export = sub.add_parser("memory-export",
+                              help="write the Rust memory store into LanceDB (before switching memory back to Python)")
+    p_export.add_argument("path", nargs="?", default=None,
+                          help="the memory directory (default: LanceDBStorage's default, $CREWAI_STORAGE_DIR/memory)")
     args = parser.parse_args(argv)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "memory-export":
+        return cmd_memory_export(args)
     return cmd_bench(args)

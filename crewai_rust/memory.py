@@ -24,8 +24,8 @@ Where it deliberately differs from ``LanceDBStorage``:
 
 An existing LanceDB store in the same directory is imported on open: the rows
 it gained since the last import, once each (a record deleted under Rust is not
-brought back). The LanceDB files are only read. ``python -m crewai_rust memory
-export`` writes the Rust store back into LanceDB for a switch back to the
+brought back). The LanceDB files are only read. ``python -m crewai_rust
+memory-export`` writes the Rust store into LanceDB for a switch back to the
 Python backend.
 """
 
@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crewai_rust._backend import NativeModuleMissingError, load_native, native_import_error, use_rust
+from crewai_rust._backend import NativeModuleMissingError, decider, load_native, native_import_error, use_rust
 
 
 if TYPE_CHECKING:
@@ -220,7 +220,10 @@ class RustMemoryStorage:
         import lancedb
 
         table = lancedb.connect(str(self._path)).open_table(LANCEDB_TABLE)
-        version = int(table.version)
+        # Version numbers restart when the table is dropped and recreated (a
+        # reset, an export): the latest version's commit time tells them apart.
+        latest = table.list_versions()[-1]
+        version = _time_key(latest["timestamp"]) * 1024 + int(latest["version"]) % 1024
         if self._store.imported_version(_LANCEDB_SOURCE) == version:
             return
         rows = []
@@ -429,6 +432,27 @@ class RustMemoryStorage:
         )
 
 
+def export_to_lancedb(path: str | Path | None = None, batch_size: int = 1000) -> int:
+    """Replace the LanceDB table in ``path`` with the Rust store's records; returns how many.
+
+    For a switch back to the Python backend (``CREWAI_RUST_MEMORY=0``):
+    upstream's ``LanceDBStorage`` then reads everything written under Rust.
+    The Rust store is left as it is.
+    """
+    from crewai.memory.storage.lancedb_storage import LanceDBStorage
+
+    source = RustMemoryStorage(path)
+    try:
+        records = source.list_records(limit=max(source.count(), 1))
+        target = LanceDBStorage(path=source.path)
+        target.reset()
+        for start in range(0, len(records), batch_size):
+            target.save(records[start : start + batch_size])
+        return len(records)
+    finally:
+        source.close()
+
+
 def storage_for_spec(spec: str) -> StorageBackend | None:
     """The storage ``Memory`` should use for a string ``storage`` spec, or None for upstream's.
 
@@ -452,7 +476,7 @@ def batch_dedup(items: Sequence[Any], threshold: float) -> int:
     neither compared nor dropped, as upstream. Returns how many were dropped.
     Requires the native module.
     """
-    vectors = [[] if item.dropped else item.embedding for item in items]
+    vectors = [item.embedding if item.embedding and not item.dropped else [] for item in items]
     flags = _native().batch_dedup_flags(vectors, threshold)
     dropped = 0
     for item, flag in zip(items, flags):
@@ -460,3 +484,14 @@ def batch_dedup(items: Sequence[Any], threshold: float) -> int:
             item.dropped = True
             dropped += 1
     return dropped
+
+
+_memory_on_rust = decider("memory")
+
+
+def intra_batch_dedup(items: Sequence[Any], threshold: float) -> int | None:
+    """The encoding flow's hook: :func:`batch_dedup` when the memory component
+    is on Rust, else None (upstream's loop runs)."""
+    if not _memory_on_rust():
+        return None
+    return batch_dedup(items, threshold)

@@ -970,13 +970,24 @@ def test_rust_only_threads_saving_through_two_instances_on_one_dir(make_rust: St
 
 # --------------------------------------------------------------------------- Rust only: processes
 
+# Children load crewai's two memory modules by file: importing the ``crewai`` package costs
+# seconds per interpreter, and these modules need only pydantic.
 CHILD_PRELUDE = """
-import json, os, sys, time
-from datetime import datetime
+import importlib.util, json, os, sys, time
+from datetime import datetime, timedelta
+
+def _load(name, *parts):
+    root = importlib.util.find_spec("crewai").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, *parts))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+_load("crewai.memory.types", "memory", "types.py")
+_load("crewai.memory.storage.backend", "memory", "storage", "backend.py")
 from crewai.memory.types import MemoryRecord
 from crewai_rust.memory import RustMemoryStorage
 
-from datetime import timedelta
 BASE = datetime(2024, 3, 1, 9, 30, 15, 250000)
 
 def rec(rid, embedding, scope="/", minute=0):
