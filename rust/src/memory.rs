@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, Tr
 
 use crate::json::{self, Value};
 use crate::sqlite::DbError;
+use crate::vector::{half_squared_l2_kernel, squared_l2, to_half};
 
 /// LanceDB's default when a store's dimension is not known yet and a batch
 /// carries no embedding (`lancedb_storage.DEFAULT_VECTOR_DIM`).
@@ -255,6 +256,9 @@ struct Mirror {
     dim: usize,
     rows: Vec<Row>,
     vectors: Vec<f32>,
+    /// Half-precision copies of `vectors` and their error bounds, per slot.
+    halves: Vec<u16>,
+    half_errors: Vec<f32>,
     slot_of: HashMap<String, usize>,
     scopes: BTreeMap<String, ScopeStats>,
     /// The last sequence number applied, the store's epoch (bumped by a full
@@ -313,9 +317,13 @@ impl Mirror {
         if slot != last {
             let (dim, moved) = (self.dim, &self.rows[slot].data.id);
             self.vectors.copy_within(last * dim..(last + 1) * dim, slot * dim);
+            self.halves.copy_within(last * dim..(last + 1) * dim, slot * dim);
+            self.half_errors[slot] = self.half_errors[last];
             self.slot_of.insert(moved.clone(), slot);
         }
         self.vectors.truncate(last * self.dim);
+        self.halves.truncate(last * self.dim);
+        self.half_errors.truncate(last);
         true
     }
 
@@ -326,6 +334,13 @@ impl Mirror {
         self.slot_of.insert(row.data.id.clone(), self.rows.len());
         self.rows.push(row);
         self.vectors.extend_from_slice(vector);
+        let half = to_half(vector);
+        self.halves.extend_from_slice(&half.bits);
+        self.half_errors.push(half.error);
+    }
+
+    fn half(&self, slot: usize) -> &[u16] {
+        &self.halves[slot * self.dim..(slot + 1) * self.dim]
     }
 }
 
@@ -386,28 +401,10 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordData, i64)> {
     ))
 }
 
-/// The squared L2 distance LanceDB ranks by, summed in f32 lanes.
-#[inline]
-fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        let d = x - y;
-        sum += d * d;
-    }
-    sum
-}
+/// Below this many stored floats one exact pass is as fast as two.
+const HALF_PASS_MIN_FLOATS: usize = 1 << 16;
 
-#[derive(PartialEq)]
+#[derive(PartialEq, Clone, Copy)]
 struct Candidate {
     distance: f32,
     seq: i64,
@@ -426,6 +423,66 @@ impl Ord for Candidate {
 impl PartialOrd for Candidate {
     fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
         Some(self.cmp(other))
+    }
+}
+
+/// The `keep` nearest of `slots` by the exact distance, nearest first (ties: older first).
+fn nearest_exact(m: &Mirror, query: &[f32], keep: usize, slots: impl Iterator<Item = usize>) -> Vec<Candidate> {
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(keep + 1);
+    for slot in slots {
+        let candidate = Candidate { distance: squared_l2(query, m.vector(slot)), seq: m.rows[slot].seq, slot };
+        if heap.len() == keep {
+            if candidate >= *heap.peek().expect("heap is full") {
+                continue;
+            }
+            heap.pop();
+        }
+        heap.push(candidate);
+    }
+    heap.into_sorted_vec()
+}
+
+/// The same answer as [`nearest_exact`], reading mostly the half-precision
+/// copies: a row's exact distance lies within its recorded error (plus float
+/// rounding) of its half-precision distance, so only rows whose lower bound
+/// can beat the `keep`-th smallest upper bound are measured exactly.
+fn nearest_two_pass(
+    m: &Mirror,
+    query: &[f32],
+    keep: usize,
+    admitted: impl Fn(usize) -> bool,
+    kernel: fn(&[f32], &[u16]) -> f32,
+) -> Vec<Candidate> {
+    let mut bounds: Vec<(f32, usize)> = Vec::new();
+    let mut uppers: BinaryHeap<OrderedUpper> = BinaryHeap::with_capacity(keep + 1);
+    for slot in 0..m.rows.len() {
+        if !admitted(slot) {
+            continue;
+        }
+        let approx = kernel(query, m.half(slot)).sqrt();
+        let slack = m.half_errors[slot] + ROUNDING_SLACK * approx + f32::EPSILON;
+        let (lower, upper) = ((approx - slack).max(0.0), approx + slack);
+        bounds.push((lower, slot));
+        uppers.push(OrderedUpper(upper));
+        if uppers.len() > keep {
+            uppers.pop();
+        }
+    }
+    let threshold = if uppers.len() == keep { uppers.peek().map_or(f32::INFINITY, |u| u.0) } else { f32::INFINITY };
+    nearest_exact(m, query, keep, bounds.into_iter().filter(|(lower, _)| *lower <= threshold).map(|(_, slot)| slot))
+}
+
+/// Relative rounding of f32 sums over a vector, generously bounded.
+const ROUNDING_SLACK: f32 = 2e-4;
+
+#[derive(PartialEq, PartialOrd)]
+struct OrderedUpper(f32);
+
+impl Eq for OrderedUpper {}
+
+impl Ord for OrderedUpper {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.0.total_cmp(&other.0)
     }
 }
 
@@ -772,30 +829,21 @@ impl MemoryStore {
             return Err(MemoryError::DimensionMismatch { stored: m.dim, new: query.len() });
         }
         let keep = limit.min(m.rows.len());
-        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(keep + 1);
         if keep == 0 {
             return Ok(Vec::new());
         }
         let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
-        for (slot, row) in m.rows.iter().enumerate() {
-            if !unfiltered && !filter.admits(row) {
-                continue;
-            }
-            let distance = squared_l2(query, m.vector(slot));
-            if heap.len() == keep {
-                let worst = heap.peek().expect("heap is full");
-                if distance.total_cmp(&worst.distance).then(row.seq.cmp(&worst.seq)) != CmpOrdering::Less {
-                    continue;
-                }
-                heap.pop();
-            }
-            heap.push(Candidate { distance, seq: row.seq, slot });
-        }
-        let mut found = heap.into_sorted_vec();
-        found.retain(|c| 1.0 / (1.0 + c.distance as f64) >= min_score);
-        Ok(found
+        let admitted = |slot: usize| unfiltered || filter.admits(&m.rows[slot]);
+        let half_kernel = if m.rows.len() * m.dim >= HALF_PASS_MIN_FLOATS { half_squared_l2_kernel() } else { None };
+        let nearest = match half_kernel {
+            Some(kernel) => nearest_two_pass(m, query, keep, admitted, kernel),
+            None => nearest_exact(m, query, keep, (0..m.rows.len()).filter(|&s| admitted(s))),
+        };
+        Ok(nearest
             .into_iter()
-            .map(|c| (self.record_at(c.slot), 1.0 / (1.0 + c.distance as f64)))
+            .map(|c| (c, 1.0 / (1.0 + c.distance as f64)))
+            .filter(|(_, score)| *score >= min_score)
+            .map(|(c, score)| (self.record_at(c.slot), score))
             .collect())
     }
 
@@ -1144,6 +1192,43 @@ mod tests {
         assert_eq!(a.count_all().unwrap(), 0);
         let reopened = open(&dir).count_all().unwrap();
         assert_eq!(reopened, 0);
+    }
+
+    #[test]
+    fn the_half_precision_pass_returns_the_exact_answer() {
+        let Some(kernel) = half_squared_l2_kernel() else { return };
+        let dir = tempdir::Dir::new("half");
+        let mut s = open(&dir);
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32) / (1u64 << 31) as f32 - 0.5
+        };
+        let dim = 256;
+        let base: Vec<Vec<f32>> = (0..40).map(|_| (0..dim).map(|_| next()).collect()).collect();
+        // Near-duplicates and exact duplicates make the bounds overlap and the distances tie.
+        let records: Vec<RecordData> = (0..600)
+            .map(|i| {
+                let v: Vec<f32> = base[i % 40].iter().map(|x| x + if i % 3 == 0 { 0.0 } else { next() * 1e-3 }).collect();
+                record(&format!("r{i}"), if i % 2 == 0 { "/a" } else { "/b" }, &[], i as i64, Some(v))
+            })
+            .collect();
+        s.save(records).unwrap();
+        assert!(s.mirror.rows.len() * dim >= HALF_PASS_MIN_FLOATS);
+        for q in 0..20 {
+            let query: Vec<f32> = base[q].iter().map(|x| x + next() * 1e-2).collect();
+            for keep in [1, 10, 57] {
+                let filter_b = Filter::scope(ScopeMatch::Prefix("/b".into()));
+                let exact = nearest_exact(&s.mirror, &query, keep, 0..s.mirror.rows.len());
+                let fast = nearest_two_pass(&s.mirror, &query, keep, |_| true, kernel);
+                let key = |c: &Vec<Candidate>| c.iter().map(|c| (c.slot, c.distance.to_bits())).collect::<Vec<_>>();
+                assert_eq!(key(&exact), key(&fast));
+                let admitted = |slot: usize| filter_b.admits(&s.mirror.rows[slot]);
+                let exact = nearest_exact(&s.mirror, &query, keep, (0..s.mirror.rows.len()).filter(|&x| admitted(x)));
+                let fast = nearest_two_pass(&s.mirror, &query, keep, admitted, kernel);
+                assert_eq!(key(&exact), key(&fast));
+            }
+        }
     }
 
     #[test]
