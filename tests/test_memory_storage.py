@@ -1114,11 +1114,15 @@ def test_rust_only_another_process_dimension_and_reset_are_seen(make_rust: Stora
 
 
 def test_rust_only_a_writer_killed_mid_batch_leaves_every_committed_record(tmp_path: Path) -> None:
-    store, batch = str(tmp_path / "store"), 40
+    store, batch = str(tmp_path / "store"), 100
+    # Records are built unvalidated so that the child spends its time inside save().
     child = spawn(f"""
 s = RustMemoryStorage({store!r})
 for b in range(100000):
-    s.save([rec(f"k{{b}}-{{j}}", [float(b), float(j)] + [0.5] * 30, scope=f"/k/{{b % 7}}")
+    s.save([MemoryRecord.model_construct(
+                id=f"k{{b}}-{{j}}", content="x" * 100, scope=f"/k/{{b % 7}}", categories=["c"],
+                metadata={{"b": b}}, importance=0.5, created_at=BASE, last_accessed=BASE,
+                embedding=[float(b), float(j)] + [0.5] * 30, source=None, private=False)
             for j in range({batch})])
     print(b, flush=True)
 """)

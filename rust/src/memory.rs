@@ -450,12 +450,53 @@ fn nearest_two_pass(
     m: &Mirror,
     query: &[f32],
     keep: usize,
-    admitted: impl Fn(usize) -> bool,
+    admitted: impl Fn(usize) -> bool + Sync,
     kernel: fn(&[f32], &[u16]) -> f32,
+    parts: usize,
 ) -> Vec<Candidate> {
+    let rows = m.rows.len();
+    let parts = parts.clamp(1, rows.max(1));
+    let bounds_of = |range: std::ops::Range<usize>| half_bounds(m, query, keep, range, &admitted, kernel);
+    let chunk = rows.div_ceil(parts);
+    let mut parts_found: Vec<(Vec<(f32, usize)>, Vec<f32>)> = Vec::with_capacity(parts);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..parts)
+            .map(|p| {
+                let range = (p * chunk).min(rows)..((p + 1) * chunk).min(rows);
+                scope.spawn(move || bounds_of(range))
+            })
+            .collect();
+        parts_found.push(bounds_of(0..chunk.min(rows)));
+        for handle in handles {
+            parts_found.push(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+    });
+    let mut uppers: Vec<f32> = parts_found.iter().flat_map(|(_, u)| u.iter().copied()).collect();
+    uppers.sort_unstable_by(f32::total_cmp);
+    let threshold = if uppers.len() >= keep { uppers[keep - 1] } else { f32::INFINITY };
+    let candidates = parts_found
+        .into_iter()
+        .flat_map(|(bounds, _)| bounds.into_iter())
+        .filter(|(lower, _)| *lower <= threshold)
+        .map(|(_, slot)| slot);
+    nearest_exact(m, query, keep, candidates)
+}
+
+const SCAN_THREADS: usize = 2;
+const PARALLEL_MIN_FLOATS: usize = 1 << 22;
+
+/// Over `range`: each admitted row's lower bound, and the `keep` smallest upper bounds.
+fn half_bounds(
+    m: &Mirror,
+    query: &[f32],
+    keep: usize,
+    range: std::ops::Range<usize>,
+    admitted: &impl Fn(usize) -> bool,
+    kernel: fn(&[f32], &[u16]) -> f32,
+) -> (Vec<(f32, usize)>, Vec<f32>) {
     let mut bounds: Vec<(f32, usize)> = Vec::new();
     let mut uppers: BinaryHeap<OrderedUpper> = BinaryHeap::with_capacity(keep + 1);
-    for slot in 0..m.rows.len() {
+    for slot in range {
         if !admitted(slot) {
             continue;
         }
@@ -468,8 +509,7 @@ fn nearest_two_pass(
             uppers.pop();
         }
     }
-    let threshold = if uppers.len() == keep { uppers.peek().map_or(f32::INFINITY, |u| u.0) } else { f32::INFINITY };
-    nearest_exact(m, query, keep, bounds.into_iter().filter(|(lower, _)| *lower <= threshold).map(|(_, slot)| slot))
+    (bounds, uppers.into_iter().map(|u| u.0).collect())
 }
 
 /// Relative rounding of f32 sums over a vector, generously bounded.
@@ -836,7 +876,12 @@ impl MemoryStore {
         let admitted = |slot: usize| unfiltered || filter.admits(&m.rows[slot]);
         let half_kernel = if m.rows.len() * m.dim >= HALF_PASS_MIN_FLOATS { half_squared_l2_kernel() } else { None };
         let nearest = match half_kernel {
-            Some(kernel) => nearest_two_pass(m, query, keep, admitted, kernel),
+            Some(kernel) => {
+                // The scan is bound by memory bandwidth, which a second core
+                // adds to; below this size a thread costs more than it saves.
+                let parts = if m.rows.len() * m.dim >= PARALLEL_MIN_FLOATS { SCAN_THREADS } else { 1 };
+                nearest_two_pass(m, query, keep, admitted, kernel, parts)
+            }
             None => nearest_exact(m, query, keep, (0..m.rows.len()).filter(|&s| admitted(s))),
         };
         Ok(nearest
@@ -1220,12 +1265,14 @@ mod tests {
             for keep in [1, 10, 57] {
                 let filter_b = Filter::scope(ScopeMatch::Prefix("/b".into()));
                 let exact = nearest_exact(&s.mirror, &query, keep, 0..s.mirror.rows.len());
-                let fast = nearest_two_pass(&s.mirror, &query, keep, |_| true, kernel);
                 let key = |c: &Vec<Candidate>| c.iter().map(|c| (c.slot, c.distance.to_bits())).collect::<Vec<_>>();
-                assert_eq!(key(&exact), key(&fast));
+                for parts in [1, 2, 3] {
+                    let fast = nearest_two_pass(&s.mirror, &query, keep, |_| true, kernel, parts);
+                    assert_eq!(key(&exact), key(&fast));
+                }
                 let admitted = |slot: usize| filter_b.admits(&s.mirror.rows[slot]);
                 let exact = nearest_exact(&s.mirror, &query, keep, (0..s.mirror.rows.len()).filter(|&x| admitted(x)));
-                let fast = nearest_two_pass(&s.mirror, &query, keep, admitted, kernel);
+                let fast = nearest_two_pass(&s.mirror, &query, keep, admitted, kernel, 2);
                 assert_eq!(key(&exact), key(&fast));
             }
         }
