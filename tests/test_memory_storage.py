@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
@@ -35,6 +35,9 @@ from crewai.memory.types import MemoryRecord
 
 from conftest import REPO_ROOT
 
+
+# Upstream's LanceDBStorage calls LanceDB's deprecated create_scalar_index on every open.
+pytestmark = pytest.mark.filterwarnings("ignore:create_scalar_index is deprecated")
 
 BASE = datetime(2024, 3, 1, 9, 30, 15, 250000)
 ZERO4 = [0.0, 0.0, 0.0, 0.0]
@@ -184,14 +187,21 @@ def test_save_and_get_record_round_trip_every_field(make_storage: StorageFactory
         private=True,
     )
     plain = rec("plain", [1.0, 2.0, 3.0, 4.0], minute=5)
-    storage.save([full, plain])
+    aware = MemoryRecord(
+        id="aware", content="tz", created_at=datetime(2024, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        last_accessed=datetime(2024, 1, 2, tzinfo=timezone.utc), embedding=[0.0, 0.0, 0.0, 1.0],
+    )
+    storage.save([full, plain, aware])
+    got_aware = storage.get_record("aware")
+    assert_same_record(got_aware, aware)
+    assert got_aware is not None and got_aware.created_at.utcoffset() == timedelta(hours=2)
     assert_same_record(storage.get_record(full.id), full)
     got_plain = storage.get_record("plain")
     assert_same_record(got_plain, plain)
     assert got_plain is not None and got_plain.source is None and got_plain.private is False
     assert storage.get_record("missing") is None
     assert storage.get_record("it's") is None
-    assert storage.count() == 2
+    assert storage.count() == 3
 
 
 def test_save_of_an_empty_batch_is_a_no_op(make_storage: StorageFactory, tmp_path: Path) -> None:
@@ -288,6 +298,41 @@ def test_search_categories_match_any(scoped: Any) -> None:
     assert len(scoped.search(ZERO4, categories=[])) == len(SCOPED)
 
 
+def test_scope_prefix_wildcards_match_literally(make_storage: StorageFactory, tmp_path: Path) -> None:
+    storage = make_storage(tmp_path / "store")
+    storage.save([
+        rec(rid, [float(i), 0.0], scope=scope, categories=["k"], minute=i)
+        for i, (rid, scope) in enumerate([("us", "/a_b"), ("x", "/axb"), ("pc", "/a%c"), ("bs", "/a\\b"),
+                                          ("q", "/a'q")])
+    ])
+    for prefix, expected in [("/a_", ["us"]), ("/a%", ["pc"]), ("/a\\", ["bs"]), ("/a'", ["q"])]:
+        assert ids(storage.search([0.0, 0.0], scope_prefix=prefix)) == expected, prefix
+        assert ids(storage.list_records(scope_prefix=prefix)) == expected, prefix
+        assert storage.count(prefix) == 1, prefix
+        assert storage.list_categories(prefix) == {"k": 1}, prefix
+    assert storage.delete(categories=["k"], scope_prefix="/a_") == 1
+    storage.reset("/a'q")
+    assert sorted(ids(storage.list_records())) == ["bs", "pc", "x"]
+
+
+def test_scopes_without_a_leading_slash(make_storage: StorageFactory, tmp_path: Path) -> None:
+    """search and list_categories take the prefix raw; list_records, count and delete prepend a slash."""
+    storage = make_storage(tmp_path / "store")
+    storage.save([
+        rec("bare", [0.0, 0.0], scope="team/x", categories=["k"]),
+        rec("slashed", [1.0, 0.0], scope="/team", categories=["j"], minute=1),
+        rec("root", [2.0, 0.0], scope="/", minute=2),
+    ])
+    assert ids(storage.search([0.0, 0.0], scope_prefix="team")) == ["bare"]
+    assert ids(storage.search([0.0, 0.0], scope_prefix="/team")) == ["slashed"]
+    assert ids(storage.list_records(scope_prefix="team")) == ["slashed"]
+    assert storage.count("team") == 1
+    assert storage.list_categories("team") == {"k": 1}
+    assert storage.list_scopes() == ["/team"]
+    assert storage.delete(scope_prefix="team") == 2
+    assert ids(storage.list_records()) == ["bare"]
+
+
 METADATA = {
     "m1": {"n": 1, "kind": "a", "flag": True, "nested": {"k": [1, 2], "s": "x"}},
     "m2": {"n": 2, "kind": "a", "flag": False, "nested": {"k": [1, 2], "s": "y"}},
@@ -371,6 +416,21 @@ def test_records_without_embedding_get_a_zero_vector(make_storage: StorageFactor
         assert got is not None and got.embedding == [0.0, 0.0, 0.0]
     found = ids(inferred.search([0.0, 0.0, 0.0]))
     assert sorted(found[:2]) == ["first", "later"] and found[2:] == ["real"]
+
+
+def test_a_first_save_without_any_embedding_uses_the_default_dimension(
+    make_storage: StorageFactory, tmp_path: Path
+) -> None:
+    """With nothing to infer from, upstream sizes the store at DEFAULT_VECTOR_DIM (3072)."""
+    saved = make_storage(tmp_path / "saved")
+    saved.save([rec("none", None)])
+    got = saved.get_record("none")
+    assert got is not None and got.embedding == [0.0] * 3072
+    with pytest.raises(EmbeddingDimensionMismatchError):
+        saved.save([rec("small", [1.0, 2.0])])
+    updated = make_storage(tmp_path / "updated")
+    updated.update(rec("none", None))
+    assert [r.id for r, _ in updated.search([0.0] * 3072)] == ["none"]
 
 
 # --------------------------------------------------------------------------- delete
@@ -627,6 +687,13 @@ def test_async_methods(make_storage: StorageFactory, tmp_path: Path) -> None:
     assert asyncio.run(storage.adelete(scope_prefix="/zzz")) == 1  # the root record
     assert {r.id for r in storage.list_records()} == {"abc", "ab2"}
 
+    async def many() -> None:
+        await asyncio.gather(*(storage.asave([rec(f"g{i}", [float(i), 0.0, 0.0, 0.0])]) for i in range(20)))
+
+    asyncio.run(many())
+    assert storage.count() == 22
+    assert {r.id for r in storage.list_records()} >= {f"g{i}" for i in range(20)}
+
 
 def test_reopen_keeps_data(make_storage: StorageFactory, tmp_path: Path) -> None:
     first = make_storage(tmp_path / "store")
@@ -753,6 +820,109 @@ def test_exact_search_matches_lancedb_on_random_data(tmp_path: Path, make_rust: 
                     assert g.scope.startswith(scope)
         top = rust.search(query, limit=1)[0][0]
         assert top.embedding == pytest.approx(f32(by_id[top.id]), rel=1e-6, abs=1e-7)  # type: ignore[arg-type]
+
+
+def test_random_operations_agree_with_lancedb(tmp_path: Path, make_rust: StorageFactory) -> None:
+    """A seeded sequence of every operation, run on both stores: every answer is the same.
+
+    Kept inside the shared semantics: unique ids (a re-saved id differs by design), at most
+    ``limit * 3`` records (LanceDB's over-fetch then sees all), distinct creation times, and no
+    scope-with-older_than delete (its upstream precedence is tested on its own above).
+    """
+    rng = random.Random(99)
+    lance, rust = LanceDBStorage(path=str(tmp_path / "lance")), make_rust(tmp_path / "rust")
+    scopes = ["/", "/a", "/a/b", "/a/b/c", "/ab", "/b", "/b/x", "a/rel"]
+    prefixes = [None, "/", "/a", "/a/", "/a/b", "/ab", "/b", "a", "/zzz"]
+    cats = ["x", "y", "z"]
+    minute = 0
+    live: list[str] = []
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, MemoryRecord):
+            return (value.model_dump(), [round(v, 4) for v in value.embedding or []])
+        if isinstance(value, tuple):
+            return (norm(value[0]), round(value[1], 5))
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        if hasattr(value, "model_dump"):
+            return value.model_dump()
+        return value
+
+    def new_record() -> MemoryRecord:
+        nonlocal minute
+        minute += 1
+        return rec(
+            f"r{minute}", None if rng.random() < 0.1 else [float(rng.randint(-5, 5)) for _ in range(3)],
+            scope=rng.choice(scopes), categories=rng.sample(cats, rng.randint(0, 2)),
+            metadata={"m": rng.randint(0, 2), "s": rng.choice(["p", "q"])}, minute=minute,
+        )
+
+    lance.save([rec("seed", [0.0, 0.0, 0.0])])
+    rust.save([rec("seed", [0.0, 0.0, 0.0])])
+    live.append("seed")
+    for step in range(200):
+        op = rng.choices(["save", "search", "delete", "list", "info", "update", "reset"],
+                         weights=[4, 4, 1.5, 2, 1, 1, 0.5])[0]
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if op == "save":
+            if len(live) > 26:
+                continue
+            batch = [new_record() for _ in range(rng.randint(1, 4))]
+            live += [r.id for r in batch]
+            call, args = "save", (batch,)
+        elif op == "search":
+            call, args = "search", ([float(rng.randint(-5, 5)) for _ in range(3)],)
+            kwargs = {"scope_prefix": rng.choice(prefixes), "limit": 10,
+                      "min_score": rng.choice([0.0, 0.0, 0.0, 0.02, 0.1])}
+            if rng.random() < 0.4:
+                kwargs["categories"] = rng.sample(cats, rng.randint(1, 2))
+            if rng.random() < 0.3:
+                kwargs["metadata_filter"] = rng.choice([{"m": 1}, {"s": "p"}, {"m": 0, "s": "q"}])
+        elif op == "delete":
+            call = "delete"
+            branch = rng.choices(["ids", "cats", "meta", "scope", "older"], weights=[3, 2, 2, 1, 1])[0]
+            cutoff = BASE + timedelta(minutes=rng.randint(max(0, minute - 20), max(0, minute - 8)))
+            if branch == "ids":
+                kwargs = {"record_ids": rng.sample(live, min(len(live), 2)) + ["missing"]}
+            elif branch == "cats":
+                kwargs = {"categories": [rng.choice(cats)], "scope_prefix": rng.choice(prefixes)}
+            elif branch == "meta":
+                kwargs = {"metadata_filter": {"m": rng.randint(0, 2)}, "scope_prefix": rng.choice(prefixes),
+                          "older_than": cutoff}
+            elif branch == "scope":
+                kwargs = {"scope_prefix": rng.choice(prefixes[2:])}
+            else:
+                kwargs = {"older_than": cutoff}
+        elif op == "list":
+            call = rng.choice(["list_records", "list_scopes", "list_categories", "count"])
+            if call == "list_records":
+                kwargs = {"scope_prefix": rng.choice(prefixes), "limit": rng.randint(1, 8),
+                          "offset": rng.randint(0, 4)}
+            elif call == "list_scopes":
+                args = (rng.choice(["/", "/a", "/a/b", "/b", ""]),)
+            else:
+                args = (rng.choice(prefixes),)
+        elif op == "info":
+            call, args = "get_scope_info", (rng.choice(["/", "/a", "/a/b", "/b", "/zzz", "/ab/"]),)
+        elif op == "update":
+            if not live:
+                continue
+            target = rng.choice(live)
+            found = rust.get_record(target)
+            if found is None:
+                continue
+            call, args = "update", (found.model_copy(update={
+                "content": f"updated {step}", "categories": rng.sample(cats, 1),
+                "embedding": [float(rng.randint(-5, 5)) for _ in range(3)]}),)
+        else:
+            call, args = "reset", (rng.choice(["/a", "/b/", "/a/b"]),)
+        want = getattr(lance, call)(*args, **kwargs)
+        got = getattr(rust, call)(*args, **kwargs)
+        assert norm(got) == norm(want), (step, call, args, kwargs)
+        live = [rid for rid in live if rust.get_record(rid) is not None]
+        assert rust.count() == lance.count(), (step, call)
+    assert sorted(ids(rust.list_records(limit=1000))) == sorted(ids(lance.list_records(limit=1000)))
 
 
 # --------------------------------------------------------------------------- Rust only: deliberate differences
@@ -966,6 +1136,41 @@ def test_rust_only_threads_saving_through_two_instances_on_one_dir(make_rust: St
     for storage in (first, second):
         assert storage.count() == 401
         assert set(ids(storage.list_records(limit=1000))) == expected
+
+
+def test_rust_only_threads_mixing_saves_updates_and_deletes(make_rust: StorageFactory, tmp_path: Path) -> None:
+    instances = [make_rust(tmp_path / "store", vector_dim=4), make_rust(tmp_path / "store")]
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        storage = instances[t % 2]
+        try:
+            for i in range(40):
+                storage.save([rec(f"w{t}-{i}", [float(t), float(i), 0.0, 0.0], scope=f"/w{t}",
+                                  categories=["odd" if i % 2 else "even"])])
+                if i % 2:
+                    assert storage.delete(record_ids=[f"w{t}-{i - 1}"]) == 1
+                    storage.update(rec(f"w{t}-{i}", [float(t), float(i), 1.0, 0.0], scope=f"/w{t}",
+                                       categories=["odd"], content="v2"))
+                    storage.touch_records([f"w{t}-{i}"])
+                storage.list_categories()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    expected = {f"w{t}-{i}" for t in range(6) for i in range(1, 40, 2)}
+    for storage in instances:
+        assert storage.count() == 120
+        records = storage.list_records(limit=1000)
+        assert {r.id for r in records} == expected
+        assert {r.content for r in records} == {"v2"}
+        assert storage.list_categories() == {"odd": 120}
+        assert storage.list_scopes() == [f"/w{t}" for t in range(6)]
 
 
 # --------------------------------------------------------------------------- Rust only: processes
@@ -1262,6 +1467,41 @@ def test_rust_only_imports_a_lancedb_store_once_without_touching_it(make_rust: S
     assert len(stored) == len(set(stored)) == fourth.count()
     assert fourth.get_record("m1") is None and fourth.get_record("new") is not None
     assert set(stored) >= {r.id for r in expected} - {"m1"}
+
+
+def test_rust_only_two_processes_opening_a_lancedb_store_at_once_import_it_once(tmp_path: Path) -> None:
+    store, go = tmp_path / "store", tmp_path / "go"
+    expected = write_lancedb_store(store)
+    body = f"""
+print("ready", flush=True)
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.002)
+s = RustMemoryStorage({str(store)!r})
+print(json.dumps(sorted(r.id for r in s.list_records(limit=1000))), s.count(), flush=True)
+"""
+    children = [spawn(body) for _ in range(2)]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        go.touch()
+        outputs = [child.communicate(timeout=120) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    want = sorted(r.id for r in expected)
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0, err
+        listed, count = out.rsplit(" ", 1)
+        assert json.loads(listed) == want and int(count) == len(want)
+    storage = rust_storage_class()(str(store))
+    try:
+        assert storage.count() == len(want)
+        for record in expected:
+            assert_same_record(storage.get_record(record.id), record)
+    finally:
+        storage.close()
 
 
 def test_rust_only_imported_store_searches_like_lancedb(make_rust: StorageFactory, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from crewai_rust._backend import forced_backend
 from crewai_rust.bench import Case, workload
 
 
@@ -64,7 +65,10 @@ def batch_dedup_cases(quick: bool) -> Iterator[Case]:
                 item.dropped = False
             flow.state.items = items
             flow.state.items_dropped_dedup = 0
-            flow.intra_batch_dedup()
+            # The fork's flow hands the loop to Rust when the memory component
+            # is on: force upstream's Python loop for this side.
+            with forced_backend("memory", "python"):
+                flow.intra_batch_dedup()
             return [item.dropped for item in items]
 
         def rust(items: list[ItemState] = items) -> list[bool]:
@@ -301,7 +305,8 @@ def _record_fields(record: Any) -> dict[str, Any]:
 def _same_record(expected: Any, got: Any, what: str) -> None:
     import numpy as np
 
-    assert expected is not None and got is not None, f"{what}: record missing (upstream {expected}, rust {got})"
+    assert expected is not None and got is not None, \
+        f"{what}: record missing (upstream {expected}, rust {got})"
     assert _record_fields(expected) == _record_fields(got), \
         f"{what}: records differ:\n upstream {_record_fields(expected)}\n rust     {_record_fields(got)}"
     assert expected.embedding is not None and got.embedding is not None, f"{what}: embedding missing"
@@ -361,7 +366,8 @@ def _save_cases(quick: bool, per_call: int) -> Iterator[Case]:
 
 @workload("memory.save_1", component="memory",
           description="storage.save of 1 record (384/1536-dim embedding, scope, 1-3 categories, metadata) "
-                      "into a store of N rows (it grows by one per call); LanceDBStorage vs RustMemoryStorage")
+                      "into a store of N rows (it grows by one per call); "
+                      "LanceDBStorage vs RustMemoryStorage")
 def save_one_cases(quick: bool) -> Iterator[Case]:
     """``save([record])`` into a store already holding N rows.
 
@@ -467,7 +473,7 @@ def list_scopes_cases(quick: bool) -> Iterator[Case]:
           description="storage.list_categories() over all N rows (category -> count); "
                       "LanceDBStorage vs RustMemoryStorage")
 def list_categories_cases(quick: bool) -> Iterator[Case]:
-    """``list_categories()``: the count of every category over the whole store (what remember's analysis asks)."""
+    """``list_categories()``: every category's count over the whole store (what remember's analysis asks)."""
     return _scan_cases(quick, lambda s: s.list_categories(), "list_categories")
 
 
@@ -475,7 +481,10 @@ def list_categories_cases(quick: bool) -> Iterator[Case]:
           description=f"storage.get_scope_info({_SEARCH_SCOPE!r}): count, categories, oldest/newest, "
                       "child scopes; LanceDBStorage vs RustMemoryStorage")
 def get_scope_info_cases(quick: bool) -> Iterator[Case]:
-    """``get_scope_info("/org/team1")``: the ScopeInfo of a scope holding ~16% of N rows, compared field by field."""
+    """``get_scope_info("/org/team1")``: the ScopeInfo of a scope holding ~16% of N rows.
+
+    The check compares every field (count, categories, oldest/newest, child scopes).
+    """
     return _scan_cases(quick, lambda s: s.get_scope_info(_SEARCH_SCOPE).model_dump(), "get_scope_info")
 
 
@@ -572,7 +581,12 @@ def _quiet_memory_runtime() -> Iterator[None]:
 
 
 def _memories(ds: _Dataset, tag: str) -> tuple[_Pair, Any, Any, Any]:
-    """Two ``Memory`` objects over fresh copies of the dataset: explicit LanceDB and Rust storages."""
+    """Two ``Memory`` objects over fresh copies of the dataset: explicit LanceDB and Rust storages.
+
+    The workloads call the first with the memory component forced to Python
+    (none of the fork's memory hooks run on the upstream side) and the second
+    with it forced to Rust.
+    """
     from unittest.mock import MagicMock
 
     from crewai.memory.unified_memory import Memory
@@ -604,16 +618,17 @@ def remember_cases(quick: bool) -> Iterator[Case]:
         ds = _dataset(rows, dims)
         pair, upstream_memory, rust_memory, llm = _memories(ds, "remember")
 
-        def make(memory: Any) -> Callable[[], Any]:
+        def make(memory: Any, backend: str) -> Callable[[], Any]:
             counter = itertools.count()
 
             def remember() -> Any:
                 n = next(counter)
-                return memory.remember(
-                    f"Note {n}: the team agreed to ship the rollout behind flag f{n % 17}.",
-                    scope="/org/team1/proj2", categories=["decision", "release"], importance=0.7,
-                    metadata={"n": n, "source_doc": f"doc-{n % 5}"},
-                )
+                with forced_backend("memory", backend):  # type: ignore[arg-type]
+                    return memory.remember(
+                        f"Note {n}: the team agreed to ship the rollout behind flag f{n % 17}.",
+                        scope="/org/team1/proj2", categories=["decision", "release"], importance=0.7,
+                        metadata={"n": n, "source_doc": f"doc-{n % 5}"},
+                    )
 
             return remember
 
@@ -621,14 +636,15 @@ def remember_cases(quick: bool) -> Iterator[Case]:
             assert not llm.mock_calls, f"the LLM was called: {llm.mock_calls[:3]}"
             strip = lambda r: {k: v for k, v in r.model_dump().items()  # noqa: E731
                                if k not in ("id", "created_at", "last_accessed")}
-            assert strip(expected) == strip(got), f"remembered records differ: {strip(expected)} vs {strip(got)}"
+            assert strip(expected) == strip(got), \
+                f"remembered records differ: {strip(expected)} vs {strip(got)}"
             up_stored, rs_stored = pair.upstream.get_record(expected.id), pair.rust.get_record(got.id)
             assert up_stored is not None and rs_stored is not None, "remembered record not stored"
             assert strip(up_stored) == strip(rs_stored) == strip(expected)
             assert pair.upstream.count() == pair.rust.count() == rows + 1
 
         with _quiet_memory_runtime():
-            yield Case(_label(rows, dims), make(upstream_memory), make(rust_memory), check)
+            yield Case(_label(rows, dims), make(upstream_memory, "python"), make(rust_memory, "rust"), check)
         upstream_memory.close()
         rust_memory.close()  # closes its storage
         pair.close(rust_closed=True)
@@ -651,8 +667,13 @@ def recall_cases(quick: bool) -> Iterator[Case]:
         pair, upstream_memory, rust_memory, llm = _memories(ds, "recall")
         query = "What did team one decide about the release rollout?"
 
-        def make(memory: Any) -> Callable[[], list[tuple[str, float]]]:
-            return lambda: [(m.record.id, m.score) for m in memory.recall(query, depth="shallow", limit=_LIMIT)]
+        def make(memory: Any, backend: str) -> Callable[[], list[tuple[str, float]]]:
+            def recall() -> list[tuple[str, float]]:
+                with forced_backend("memory", backend):  # type: ignore[arg-type]
+                    return [(m.record.id, m.score)
+                            for m in memory.recall(query, depth="shallow", limit=_LIMIT)]
+
+            return recall
 
         def check(expected: list[tuple[str, float]], got: list[tuple[str, float]], llm: Any = llm) -> None:
             assert not llm.mock_calls, f"the LLM was called: {llm.mock_calls[:3]}"
@@ -660,7 +681,7 @@ def recall_cases(quick: bool) -> Iterator[Case]:
             assert len(got) == _LIMIT
 
         with _quiet_memory_runtime():
-            yield Case(_label(rows, dims), make(upstream_memory), make(rust_memory), check)
+            yield Case(_label(rows, dims), make(upstream_memory, "python"), make(rust_memory, "rust"), check)
         upstream_memory.close()
         rust_memory.close()  # closes its storage
         pair.close(rust_closed=True)

@@ -4,6 +4,7 @@
 //! `cargo test`; `python` (behind the `python` feature) is the thin PyO3
 //! layer that maturin builds into `crewai_rust._native`.
 
+pub mod ann;
 pub mod build_info;
 pub mod json;
 pub mod memory;

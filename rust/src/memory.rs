@@ -16,8 +16,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::ann::AnnIndex;
 use crate::json::{self, Value};
 use crate::sqlite::DbError;
 use crate::vector::{half_squared_l2_kernel, squared_l2, to_half};
@@ -27,6 +31,9 @@ use crate::vector::{half_squared_l2_kernel, squared_l2, to_half};
 pub const DEFAULT_VECTOR_DIM: usize = 3072;
 
 const SCHEMA_VERSION: i64 = 1;
+
+/// Exact search stays under about a millisecond up to here (1,536 dims, two cores).
+pub const DEFAULT_APPROXIMATE_FROM_ROWS: usize = 20_000;
 
 /// Deletions kept for incremental refresh; a store further behind reloads fully.
 const DELETIONS_KEPT: i64 = 20_000;
@@ -251,6 +258,20 @@ pub struct ScopeSummary {
     pub child_scopes: Vec<String>,
 }
 
+/// Where a background build leaves its index.
+#[derive(Default)]
+struct AnnInbox {
+    ready: Mutex<Option<AnnIndex>>,
+    building: AtomicBool,
+}
+
+#[derive(Default)]
+struct AnnState {
+    index: Option<AnnIndex>,
+    /// Replaced when the mirror is cleared, so a build of old rows lands nowhere.
+    inbox: Arc<AnnInbox>,
+}
+
 #[derive(Default)]
 struct Mirror {
     dim: usize,
@@ -259,6 +280,12 @@ struct Mirror {
     /// Half-precision copies of `vectors` and their error bounds, per slot.
     halves: Vec<u16>,
     half_errors: Vec<f32>,
+    /// Per slot, a label that never changes while the row stays (slots move
+    /// on removal); the approximate index refers to rows by label.
+    labels: Vec<usize>,
+    slot_of_label: HashMap<usize, usize>,
+    next_label: usize,
+    ann: AnnState,
     slot_of: HashMap<String, usize>,
     scopes: BTreeMap<String, ScopeStats>,
     /// The last sequence number applied, the store's epoch (bumped by a full
@@ -324,6 +351,10 @@ impl Mirror {
         self.vectors.truncate(last * self.dim);
         self.halves.truncate(last * self.dim);
         self.half_errors.truncate(last);
+        self.slot_of_label.remove(&self.labels.swap_remove(slot));
+        if slot != last {
+            self.slot_of_label.insert(self.labels[slot], slot);
+        }
         true
     }
 
@@ -337,6 +368,63 @@ impl Mirror {
         let half = to_half(vector);
         self.halves.extend_from_slice(&half.bits);
         self.half_errors.push(half.error);
+        self.slot_of_label.insert(self.next_label, self.labels.len());
+        self.labels.push(self.next_label);
+        self.next_label += 1;
+    }
+
+    /// Take an index a background build has finished.
+    fn poll_index(&mut self) {
+        if let Some(index) = self.ann.inbox.ready.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.ann.index = Some(index);
+        }
+    }
+
+    /// Build the approximate index over the current rows on a background
+    /// thread (searches stay exact until it is ready), unless one is running.
+    fn start_index_build(&mut self) {
+        if self.ann.inbox.building.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let (vectors, labels, limit, dim) = (self.vectors.clone(), self.labels.clone(), self.next_label, self.dim);
+        let inbox = Arc::clone(&self.ann.inbox);
+        let spawned = std::thread::Builder::new().name("crewai-rust-memory-index".into()).spawn(move || {
+            // A failed build leaves search exact; the next large search retries.
+            if let Ok(index) = std::panic::catch_unwind(|| AnnIndex::build(&vectors, dim, &labels, limit)) {
+                *inbox.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+            }
+            inbox.building.store(false, AtomicOrdering::Release);
+        });
+        if spawned.is_err() {
+            self.ann.inbox.building.store(false, AtomicOrdering::Release);
+        }
+    }
+
+    /// Build the approximate index now, on this thread.
+    fn build_index_now(&mut self) {
+        self.ann.index = Some(AnnIndex::build(&self.vectors, self.dim, &self.labels, self.next_label));
+    }
+
+    /// The slots to measure exactly for an unfiltered search through the
+    /// approximate index: its candidates plus every row written since it was
+    /// built. None while no index is ready (a build is started).
+    fn approximate_slots(&mut self, query: &[f32], keep: usize) -> Option<Vec<usize>> {
+        self.poll_index();
+        let Some(index) = self.ann.index.as_ref() else {
+            self.start_index_build();
+            return None;
+        };
+        let fresh: Vec<usize> = (0..self.rows.len()).filter(|&slot| self.labels[slot] >= index.label_limit).collect();
+        let indexed_alive = self.rows.len() - fresh.len();
+        // Rebuild once a tenth of the rows are new or a fifth of the graph is dead.
+        let stale = fresh.len() * 10 > index.size || indexed_alive * 5 < index.size * 4;
+        let found = index.search(query, keep, &|label| self.slot_of_label.contains_key(&label));
+        let mut slots: Vec<usize> = found.into_iter().filter_map(|label| self.slot_of_label.get(&label).copied()).collect();
+        slots.extend(fresh);
+        if stale {
+            self.start_index_build();
+        }
+        Some(slots)
     }
 
     fn half(&self, slot: usize) -> &[u16] {
@@ -354,6 +442,8 @@ pub struct MemoryStore {
     /// The dimension for records without embeddings when the store has none
     /// (LanceDBStorage keeps its last `_vector_dim` across a full reset).
     fallback_dim: usize,
+    /// From this many rows on, unfiltered searches go through the approximate index.
+    approximate_from_rows: usize,
 }
 
 fn meta(tx: &Connection, key: &str) -> rusqlite::Result<i64> {
@@ -542,6 +632,12 @@ pub fn check_vector(field: &str, vector: &[f32]) -> MemoryResult<()> {
 impl MemoryStore {
     /// Open (creating if needed) the store file at `path`.
     pub fn open(path: impl Into<PathBuf>, busy_timeout: Duration) -> MemoryResult<MemoryStore> {
+        Self::open_with(path, busy_timeout, DEFAULT_APPROXIMATE_FROM_ROWS)
+    }
+
+    /// `approximate_from_rows`: the store size from which unfiltered searches
+    /// use the approximate index (`usize::MAX`: always exact).
+    pub fn open_with(path: impl Into<PathBuf>, busy_timeout: Duration, approximate_from_rows: usize) -> MemoryResult<MemoryStore> {
         let path = path.into();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)?;
@@ -551,7 +647,7 @@ impl MemoryStore {
         // WAL + NORMAL: a commit survives a process crash (SIGKILL included);
         // only an OS crash or power loss may drop the last transactions.
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
-        let mut store = MemoryStore { path, conn, mirror: Mirror::default(), fallback_dim: 0 };
+        let mut store = MemoryStore { path, conn, mirror: Mirror::default(), fallback_dim: 0, approximate_from_rows };
         {
             let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(SCHEMA)?;
@@ -682,6 +778,17 @@ impl MemoryStore {
         apply(&mut self.mirror);
         self.mirror.seq = seq;
         Ok(result)
+    }
+
+    /// Build the approximate index now if the store is large enough to use
+    /// it (a search builds it in the background otherwise). Returns whether it did.
+    pub fn build_index(&mut self) -> MemoryResult<bool> {
+        self.refresh()?;
+        if self.mirror.rows.is_empty() || self.mirror.rows.len() < self.approximate_from_rows {
+            return Ok(false);
+        }
+        self.mirror.build_index_now();
+        Ok(true)
     }
 
     pub fn vector_dim(&self) -> usize {
@@ -861,13 +968,21 @@ impl MemoryStore {
     pub fn search(&mut self, query: &[f32], filter: &Filter, limit: usize, min_score: f64) -> MemoryResult<Vec<(RecordData, f64)>> {
         check_vector("query_embedding", query)?;
         self.refresh()?;
-        let m = &self.mirror;
-        if m.dim == 0 {
+        if self.mirror.dim == 0 {
             return Ok(Vec::new()); // no table yet: LanceDBStorage answers [] before any check
         }
-        if query.len() != m.dim {
-            return Err(MemoryError::DimensionMismatch { stored: m.dim, new: query.len() });
+        if query.len() != self.mirror.dim {
+            return Err(MemoryError::DimensionMismatch { stored: self.mirror.dim, new: query.len() });
         }
+        let approximate = if limit > 0
+            && filter == &Filter::scope(ScopeMatch::Any)
+            && self.mirror.rows.len() >= self.approximate_from_rows
+        {
+            self.mirror.approximate_slots(query, limit.min(self.mirror.rows.len()))
+        } else {
+            None
+        };
+        let m = &self.mirror;
         let keep = limit.min(m.rows.len());
         if keep == 0 {
             return Ok(Vec::new());
@@ -875,7 +990,9 @@ impl MemoryStore {
         let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
         let admitted = |slot: usize| unfiltered || filter.admits(&m.rows[slot]);
         let half_kernel = if m.rows.len() * m.dim >= HALF_PASS_MIN_FLOATS { half_squared_l2_kernel() } else { None };
-        let nearest = match half_kernel {
+        let nearest = match (approximate, half_kernel) {
+            (Some(slots), _) => nearest_exact(m, query, keep, slots.into_iter()),
+            (None, half_kernel) => match half_kernel {
             Some(kernel) => {
                 // The scan is bound by memory bandwidth, which a second core
                 // adds to; below this size a thread costs more than it saves.
@@ -883,6 +1000,7 @@ impl MemoryStore {
                 nearest_two_pass(m, query, keep, admitted, kernel, parts)
             }
             None => nearest_exact(m, query, keep, (0..m.rows.len()).filter(|&s| admitted(s))),
+            },
         };
         Ok(nearest
             .into_iter()
@@ -1276,6 +1394,45 @@ mod tests {
                 assert_eq!(key(&exact), key(&fast));
             }
         }
+    }
+
+    #[test]
+    fn large_stores_search_through_the_index_and_see_later_writes() {
+        let dir = tempdir::Dir::new("ann");
+        let mut s = MemoryStore::open_with(dir.path().join("m.sqlite3"), Duration::from_secs(5), 200).unwrap();
+        let dim = 16;
+        // Clustered like embeddings: a centre per cluster, pseudo-random spread per row.
+        let noise = |i: usize, d: usize| {
+            let x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add((d as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            let x = (x ^ (x >> 31)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((x >> 40) as f32) / (1u64 << 24) as f32 - 0.5
+        };
+        let point = |cluster: usize, i: usize| -> Vec<f32> {
+            (0..dim).map(|d| ((cluster * 31 + d * 7) % 13) as f32 + noise(i, d)).collect()
+        };
+        let records = (0..1000).map(|i| record(&format!("r{i}"), "/", &[], i as i64, Some(point(i % 10, i)))).collect();
+        s.save(records).unwrap();
+        s.build_index().unwrap();
+        let any = Filter::scope(ScopeMatch::Any);
+        let mut exact_store = MemoryStore::open_with(dir.path().join("m.sqlite3"), Duration::from_secs(5), usize::MAX).unwrap();
+        let mut hits = 0;
+        for q in 0..20 {
+            let query = point(q % 10, 5000 + q);
+            let approx: Vec<String> = s.search(&query, &any, 10, 0.0).unwrap().into_iter().map(|(r, _)| r.id).collect();
+            let exact: Vec<String> = exact_store.search(&query, &any, 10, 0.0).unwrap().into_iter().map(|(r, _)| r.id).collect();
+            hits += approx.iter().filter(|id| exact.contains(id)).count();
+        }
+        assert!(hits >= 190, "recall@10 {}", hits as f64 / 200.0);
+        // A row written after the build is found; a deleted one is not.
+        let target = vec![100.0; dim];
+        s.save(vec![record("late", "/", &[], 1, Some(target.clone()))]).unwrap();
+        assert_eq!(s.search(&target, &any, 1, 0.0).unwrap()[0].0.id, "late");
+        let nearest = s.search(&point(3, 0), &any, 1, 0.0).unwrap()[0].0.id.clone();
+        s.delete_ids(&[nearest.clone()]).unwrap();
+        assert_ne!(s.search(&point(3, 0), &any, 1, 0.0).unwrap()[0].0.id, nearest);
+        // Scores are exact distances even through the index.
+        let (hit, score) = s.search(&target, &any, 1, 0.0).unwrap().remove(0);
+        assert_eq!(score, 1.0 / (1.0 + squared_l2(&target, hit.vector.as_ref().unwrap()) as f64));
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub struct MemoryStore {
     inner: Mutex<Option<Store>>,
     path: String,
     busy_timeout: Duration,
+    approximate_from_rows: usize,
 }
 
 impl MemoryStore {
@@ -151,7 +152,7 @@ impl MemoryStore {
             Ok(py.detach(|| {
                 let mut guard = self.lock();
                 if guard.is_none() {
-                    *guard = Some(Store::open(self.path.clone(), self.busy_timeout)?);
+                    *guard = Some(Store::open_with(self.path.clone(), self.busy_timeout, self.approximate_from_rows)?);
                 }
                 f(guard.as_mut().expect("opened above"))
             }))
@@ -163,12 +164,18 @@ impl MemoryStore {
 #[pymethods]
 impl MemoryStore {
     #[new]
-    #[pyo3(signature = (path, busy_timeout = 30.0))]
-    fn new(py: Python<'_>, path: String, busy_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (path, busy_timeout = 30.0, approximate_from_rows = None))]
+    fn new(py: Python<'_>, path: String, busy_timeout: f64, approximate_from_rows: Option<usize>) -> PyResult<Self> {
         let timeout = Duration::from_secs_f64(busy_timeout.max(0.0));
-        let opened = guarded(|| Ok(py.detach(|| Store::open(path.clone(), timeout))))?;
+        let approximate_from_rows = approximate_from_rows.unwrap_or(usize::MAX);
+        let opened = guarded(|| Ok(py.detach(|| Store::open_with(path.clone(), timeout, approximate_from_rows))))?;
         let store = opened.map_err(|e| memory_error(py, e))?;
-        Ok(MemoryStore { inner: Mutex::new(Some(store)), path, busy_timeout: timeout })
+        Ok(MemoryStore { inner: Mutex::new(Some(store)), path, busy_timeout: timeout, approximate_from_rows })
+    }
+
+    /// Build the approximate index now if the store is large enough to use it.
+    fn build_index(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| s.build_index())
     }
 
     #[getter]
