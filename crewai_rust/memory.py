@@ -51,8 +51,9 @@ DB_FILENAME = "memories.sqlite3"
 # LanceDBStorage's default table, as a directory of its database.
 LANCEDB_TABLE = "memories"
 _LANCEDB_SOURCE = "lancedb:memories"
-# Below this many records exact search costs about a millisecond (1,536 dims).
-DEFAULT_APPROXIMATE_FROM_ROWS = 20_000
+# Below this many records exact search costs a few milliseconds at most, less
+# than building the index (seconds of both cores per process) would repay.
+DEFAULT_APPROXIMATE_FROM_ROWS = 50_000
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)

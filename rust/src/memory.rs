@@ -32,8 +32,9 @@ pub const DEFAULT_VECTOR_DIM: usize = 3072;
 
 const SCHEMA_VERSION: i64 = 1;
 
-/// Exact search stays under about a millisecond up to here (1,536 dims, two cores).
-pub const DEFAULT_APPROXIMATE_FROM_ROWS: usize = 20_000;
+/// Up to here exact search costs a few milliseconds at most, less than
+/// building the index (seconds of both cores per process) would repay.
+pub const DEFAULT_APPROXIMATE_FROM_ROWS: usize = 50_000;
 
 /// Deletions kept for incremental refresh; a store further behind reloads fully.
 const DELETIONS_KEPT: i64 = 20_000;
@@ -418,7 +419,7 @@ impl Mirror {
         let indexed_alive = self.rows.len() - fresh.len();
         // Rebuild once a tenth of the rows are new or a fifth of the graph is dead.
         let stale = fresh.len() * 10 > index.size || indexed_alive * 5 < index.size * 4;
-        let found = index.search(query, keep, &|label| self.slot_of_label.contains_key(&label));
+        let found = index.search(query, keep, indexed_alive == index.size, &|label| self.slot_of_label.contains_key(&label));
         let mut slots: Vec<usize> = found.into_iter().filter_map(|label| self.slot_of_label.get(&label).copied()).collect();
         slots.extend(fresh);
         if stale {
