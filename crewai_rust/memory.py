@@ -188,8 +188,11 @@ class RustMemoryStorage:
             first saved embedding sets it. An existing store keeps its own.
         approximate_from_rows: From this many records on, searches without
             filters use an HNSW index (built in the background; exact search
-            until it is ready) and measure its candidates exactly. Recall@10
-            is measured by ``python -m crewai_rust bench``. None: always exact.
+            until it is ready) and measure its candidates exactly. The first
+            32 searches through an index, and one in 128 after, are checked
+            against exact search (and answered exactly); if the index finds
+            less than 95% of the exact top k on the store's own queries, the
+            storage goes back to exact search. None: always exact.
     """
 
     def __init__(
@@ -331,6 +334,11 @@ class RustMemoryStorage:
         """Build the approximate index now if the store is large enough to use it
         (LanceDBStorage's ``optimize`` compacts; the SQLite store needs no compaction)."""
         self._store.build_index()
+
+    def index_status(self) -> dict[str, Any]:
+        """The approximate index: ``state`` ("off", "building", "ready" or
+        "disabled"), ``measured_recall`` against exact search, ``verified_searches``."""
+        return dict(self._store.index_status())
 
     def close(self) -> None:
         """Close the store's connection so the file can be removed; a later call reopens it."""

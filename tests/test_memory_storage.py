@@ -789,7 +789,7 @@ def test_mismatch_error_is_a_value_error_not_a_runtime_error(make_storage: Stora
 # --------------------------------------------------------------------------- exact search equality
 
 
-def test_exact_search_matches_lancedb_on_random_data(tmp_path: Path, make_rust: StorageFactory) -> None:
+def test_exact_search_matches_lance_on_random_data(tmp_path: Path, make_rust: StorageFactory) -> None:
     rng = random.Random(20240301)
     dim, n = 64, 2000
     scopes = ["/s0", "/s1", "/s1/x", "/s10", "/s2"]
@@ -822,7 +822,7 @@ def test_exact_search_matches_lancedb_on_random_data(tmp_path: Path, make_rust: 
         assert top.embedding == pytest.approx(f32(by_id[top.id]), rel=1e-6, abs=1e-7)  # type: ignore[arg-type]
 
 
-def test_random_operations_agree_with_lancedb(tmp_path: Path, make_rust: StorageFactory) -> None:
+def test_random_operations_agree_with_lance(tmp_path: Path, make_rust: StorageFactory) -> None:
     """A seeded sequence of every operation, run on both stores: every answer is the same.
 
     Kept inside the shared semantics: unique ids (a re-saved id differs by design), at most
@@ -923,6 +923,101 @@ def test_random_operations_agree_with_lancedb(tmp_path: Path, make_rust: Storage
         live = [rid for rid in live if rust.get_record(rid) is not None]
         assert rust.count() == lance.count(), (step, call)
     assert sorted(ids(rust.list_records(limit=1000))) == sorted(ids(lance.list_records(limit=1000)))
+
+
+def test_exact_search_matches_lance_on_a_large_store(tmp_path: Path, make_rust: StorageFactory) -> None:
+    """Past the sizes where the Rust store changes its search strategy, answers are still exact.
+
+    50,500 rows x 84 dims (4.2M floats), or just past the store's own approximate-index
+    threshold if that is higher: LanceDB's flat search is exact at any size, and the spec has
+    no size past which search may be approximate. ``optimize()`` is called so that any index
+    the store builds in the background is in use, deterministically.
+    """
+    import numpy as np
+
+    from crewai_rust import memory as rust_memory
+
+    threshold = getattr(rust_memory, "DEFAULT_APPROXIMATE_FROM_ROWS", None) or 0
+    gen = np.random.default_rng(20240302)
+    n, dim = min(max(50_500, threshold + 500), 100_500), 84
+    vectors = gen.standard_normal((n, dim), dtype=np.float32).tolist()
+    scopes = ["/s0", "/s1", "/s2", "/s3"]
+    records = [
+        MemoryRecord.model_construct(
+            id=f"id{i:05d}", content="c", scope=scopes[i % 4], categories=[], metadata={}, importance=0.5,
+            created_at=BASE, last_accessed=BASE, embedding=vectors[i], source=None, private=False,
+        )
+        for i in range(n)
+    ]
+    lance = LanceDBStorage(path=str(tmp_path / "lance"))
+    lance.save(records)
+    rust = make_rust(tmp_path / "rust")
+    for start in range(0, n, 10_000):
+        rust.save(records[start:start + 10_000])
+    rust.optimize()
+    assert rust.count() == n
+
+    misses: list[tuple[int, str | None]] = []
+    for q in range(12):
+        query = gen.standard_normal(dim, dtype=np.float32).tolist()
+        for scope in (None, "/s1"):
+            want = lance.search(query, scope_prefix=scope, limit=10)
+            got = rust.search(query, scope_prefix=scope, limit=10)
+            assert len(want) == 10
+            if ids(got) != ids(want):
+                misses.append((q, scope))
+                continue
+            for (_, gs), (_, ws) in zip(got, want):
+                assert gs == pytest.approx(ws, rel=1e-4, abs=1e-6)
+    assert misses == [], f"top-10 differs from LanceDB's exact search for (query, scope) {misses}"
+
+
+@pytest.mark.parametrize("case", ["tiny", "huge", "huge_rows", "huge_query", "offset", "integer_ties"])
+def test_rust_only_exact_search_on_numerically_hard_data(make_rust: StorageFactory, tmp_path: Path, case: str) -> None:
+    """Top-k against a float64 brute force over the stored float32 vectors (ties allowed to swap)."""
+    import numpy as np
+
+    gen = np.random.default_rng(11)
+    n, dim = 3000, 64
+    data = gen.standard_normal((n, dim))
+    queries = [gen.standard_normal(dim) for _ in range(6)]
+    if case == "tiny":
+        data, queries = data * 1e-7, [q * 1e-7 for q in queries]
+    elif case == "huge":
+        data, queries = data * 1e6, [q * 1e6 for q in queries]
+    elif case == "huge_rows":
+        data[:40] *= 1e5
+        queries = [data[i] + gen.standard_normal(dim) for i in range(6)]
+    elif case == "huge_query":
+        queries = [q * 1e5 for q in queries]
+    elif case == "offset":
+        data[:, 0] += 1e4
+        queries = [data[i] + gen.standard_normal(dim) * 0.01 for i in range(6)]
+    else:
+        data = np.round(data * 2)
+        queries = [data[i] for i in range(6)]
+    stored = data.astype(np.float32)
+    storage = make_rust(tmp_path / "store")
+    storage.save([
+        MemoryRecord.model_construct(
+            id=f"i{i}", content="c", scope="/s" if i % 3 else "/t", categories=[], metadata={}, importance=0.5,
+            created_at=BASE, last_accessed=BASE, embedding=stored[i].tolist(), source=None, private=False,
+        )
+        for i in range(n)
+    ])
+    for query in queries:
+        q32 = np.asarray(query, dtype=np.float32)
+        dist = ((stored.astype(np.float64) - q32.astype(np.float64)) ** 2).sum(axis=1)
+        for scope, rows in ((None, np.arange(n)), ("/s", np.array([i for i in range(n) if i % 3]))):
+            order = rows[np.argsort(dist[rows], kind="stable")][:10]
+            got = storage.search(q32.tolist(), scope_prefix=scope, limit=10)
+            assert len(set(ids(got))) == 10
+            assert scope is None or all(r.scope == scope for r, _ in got)
+            want_scores = [1.0 / (1.0 + dist[i]) for i in order]
+            assert [sc for _, sc in got] == pytest.approx(want_scores, rel=1e-5, abs=1e-30), (case, scope)
+            for (record, score), i in zip(got, order):
+                if record.id != f"i{i}":  # only a tie may swap
+                    assert score == pytest.approx(1.0 / (1.0 + dist[int(record.id[1:])]), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- Rust only: deliberate differences
@@ -1320,6 +1415,7 @@ def test_rust_only_another_process_dimension_and_reset_are_seen(make_rust: Stora
 
 def test_rust_only_a_writer_killed_mid_batch_leaves_every_committed_record(tmp_path: Path) -> None:
     store, batch = str(tmp_path / "store"), 100
+    watcher = rust_storage_class()(store)  # open in this process across the crash
     # Records are built unvalidated so that the child spends its time inside save().
     child = spawn(f"""
 s = RustMemoryStorage({store!r})
@@ -1367,15 +1463,23 @@ print(json.dumps({{"count": s.count(), "ids": [r.id for r in s.list_records(limi
     assert set(batches) - set(reported) <= {len(reported)}
     assert all(n == batch for n in batches.values())
 
-    storage = rust_storage_class()(store)
     try:
-        storage.save([rec("after", [0.0] * 32)])
-        assert storage.count() == seen["count"] + 1
-        assert ids(storage.search([0.0] * 32, limit=1)) == ["after"]
+        assert watcher.count() == seen["count"]
+        watcher.save([rec("after", [0.0] * 32)])
+        assert watcher.count() == seen["count"] + 1
+        assert ids(watcher.search([0.0] * 32, limit=1)) == ["after"]
     finally:
-        storage.close()
-    with sqlite3.connect(Path(store) / "memories.sqlite3") as conn:
+        watcher.close()
+    reopened = rust_storage_class()(store)
+    try:
+        assert reopened.count() == seen["count"] + 1
+    finally:
+        reopened.close()
+    conn = sqlite3.connect(Path(store) / "memories.sqlite3")
+    try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- Rust only: LanceDB import
@@ -1422,7 +1526,7 @@ def write_lancedb_store(path: Path) -> list[MemoryRecord]:
     return [r for r in records if r.id != "m13"]
 
 
-def test_rust_only_imports_a_lancedb_store_once_without_touching_it(make_rust: StorageFactory, tmp_path: Path) -> None:
+def test_rust_only_imports_a_lance_store_once_without_touching_it(make_rust: StorageFactory, tmp_path: Path) -> None:
     store = tmp_path / "store"
     expected = write_lancedb_store(store)
     lance_dir = store / "memories.lance"
@@ -1469,7 +1573,7 @@ def test_rust_only_imports_a_lancedb_store_once_without_touching_it(make_rust: S
     assert set(stored) >= {r.id for r in expected} - {"m1"}
 
 
-def test_rust_only_two_processes_opening_a_lancedb_store_at_once_import_it_once(tmp_path: Path) -> None:
+def test_rust_only_two_processes_opening_a_lance_store_at_once_import_it_once(tmp_path: Path) -> None:
     store, go = tmp_path / "store", tmp_path / "go"
     expected = write_lancedb_store(store)
     body = f"""
@@ -1504,7 +1608,7 @@ print(json.dumps(sorted(r.id for r in s.list_records(limit=1000))), s.count(), f
         storage.close()
 
 
-def test_rust_only_imported_store_searches_like_lancedb(make_rust: StorageFactory, tmp_path: Path) -> None:
+def test_rust_only_imported_store_searches_like_lance(make_rust: StorageFactory, tmp_path: Path) -> None:
     store = tmp_path / "store"
     write_lancedb_store(store)
     query = [0.3, -0.2, 0.1, 0.0, 0.5, -0.5, 0.25, 0.9]
@@ -1523,7 +1627,7 @@ def test_rust_only_imported_store_searches_like_lancedb(make_rust: StorageFactor
     assert rust.list_categories() == categories
 
 
-def test_rust_only_imports_an_empty_lancedb_table_with_its_dimension(make_rust: StorageFactory, tmp_path: Path) -> None:
+def test_rust_only_imports_an_empty_lance_table_with_its_dimension(make_rust: StorageFactory, tmp_path: Path) -> None:
     LanceDBStorage(path=str(tmp_path / "store"), vector_dim=8)
     assert (tmp_path / "store" / "memories.lance").is_dir()
     rust = make_rust(tmp_path / "store")
@@ -1578,7 +1682,7 @@ def test_memory_uses_rust_storage_by_default(storage_home: Path) -> None:
 
 
 @pytest.mark.parametrize("switch", ["CREWAI_RUST", "CREWAI_RUST_MEMORY"])
-def test_memory_switched_off_uses_lancedb(storage_home: Path, monkeypatch: pytest.MonkeyPatch, switch: str) -> None:
+def test_memory_switched_off_uses_lance(storage_home: Path, monkeypatch: pytest.MonkeyPatch, switch: str) -> None:
     monkeypatch.setenv(switch, "0")
     assert type(build_memory(str(storage_home / "db"))._storage) is LanceDBStorage
     assert type(build_memory()._storage) is LanceDBStorage
@@ -1602,7 +1706,7 @@ def test_memory_keeps_an_explicit_instance_and_a_registered_factory(storage_home
         rust.close()
 
 
-def test_memory_on_an_old_lancedb_store_imports_it_and_reset_all_takes_a_new_dimension(storage_home: Path) -> None:
+def test_memory_on_an_old_lance_store_imports_it_and_reset_all_takes_a_new_dimension(storage_home: Path) -> None:
     path = storage_home / "db"
     old = LanceDBStorage(path=str(path), vector_dim=4)
     old.save([rec("old", ZERO4, scope="/facts")])

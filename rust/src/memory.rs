@@ -271,6 +271,52 @@ struct AnnState {
     index: Option<AnnIndex>,
     /// Replaced when the mirror is cleared, so a build of old rows lands nowhere.
     inbox: Arc<AnnInbox>,
+    /// Searches through the index so far, and how many of them were checked
+    /// against exact search, with the results both found.
+    searches: u64,
+    verified: u64,
+    found: u64,
+    wanted: u64,
+    /// The index missed too much on this store's data: exact search from now on.
+    disabled: bool,
+}
+
+/// The index must find this share of the exact top k on the store's own
+/// queries, or the store goes back to exact search.
+pub const MIN_RECALL: f64 = 0.95;
+/// The first searches through an index are all checked, then one in this many.
+const CALIBRATION_SEARCHES: u64 = 32;
+const VERIFY_EVERY: u64 = 128;
+
+impl AnnState {
+    fn verification_due(&mut self) -> bool {
+        self.searches += 1;
+        self.searches <= CALIBRATION_SEARCHES || self.searches % VERIFY_EVERY == 0
+    }
+
+    fn record_verification(&mut self, found: usize, wanted: usize) {
+        self.verified += 1;
+        self.found += found as u64;
+        self.wanted += wanted as u64;
+        if self.verified >= CALIBRATION_SEARCHES && self.recall().is_some_and(|r| r < MIN_RECALL) {
+            self.disabled = true;
+            self.index = None;
+        }
+    }
+
+    fn recall(&self) -> Option<f64> {
+        (self.wanted > 0).then(|| self.found as f64 / self.wanted as f64)
+    }
+}
+
+/// What the approximate index is doing, for status and the bench.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexStatus {
+    /// "off" (store below the threshold), "building", "ready" or "disabled".
+    pub state: &'static str,
+    /// Recall@k measured against exact search on this store's queries.
+    pub measured_recall: Option<f64>,
+    pub verified_searches: u64,
 }
 
 #[derive(Default)]
@@ -377,7 +423,9 @@ impl Mirror {
     /// Take an index a background build has finished.
     fn poll_index(&mut self) {
         if let Some(index) = self.ann.inbox.ready.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            self.ann.index = Some(index);
+            if !self.ann.disabled {
+                self.ann.index = Some(index);
+            }
         }
     }
 
@@ -410,6 +458,9 @@ impl Mirror {
     /// approximate index: its candidates plus every row written since it was
     /// built. None while no index is ready (a build is started).
     fn approximate_slots(&mut self, query: &[f32], keep: usize) -> Option<Vec<usize>> {
+        if self.ann.disabled {
+            return None;
+        }
         self.poll_index();
         let Some(index) = self.ann.index.as_ref() else {
             self.start_index_build();
@@ -785,11 +836,26 @@ impl MemoryStore {
     /// it (a search builds it in the background otherwise). Returns whether it did.
     pub fn build_index(&mut self) -> MemoryResult<bool> {
         self.refresh()?;
-        if self.mirror.rows.is_empty() || self.mirror.rows.len() < self.approximate_from_rows {
+        if self.mirror.rows.is_empty() || self.mirror.rows.len() < self.approximate_from_rows || self.mirror.ann.disabled {
             return Ok(false);
         }
         self.mirror.build_index_now();
         Ok(true)
+    }
+
+    pub fn index_status(&mut self) -> IndexStatus {
+        let m = &mut self.mirror;
+        m.poll_index();
+        let state = if m.ann.disabled {
+            "disabled"
+        } else if m.ann.index.is_some() {
+            "ready"
+        } else if m.ann.inbox.building.load(AtomicOrdering::Acquire) {
+            "building"
+        } else {
+            "off"
+        };
+        IndexStatus { state, measured_recall: m.ann.recall(), verified_searches: m.ann.verified }
     }
 
     pub fn vector_dim(&self) -> usize {
@@ -983,6 +1049,8 @@ impl MemoryStore {
         } else {
             None
         };
+        let verify = approximate.is_some() && self.mirror.ann.verification_due();
+        let mut verdict = None;
         let m = &self.mirror;
         let keep = limit.min(m.rows.len());
         if keep == 0 {
@@ -990,10 +1058,7 @@ impl MemoryStore {
         }
         let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
         let admitted = |slot: usize| unfiltered || filter.admits(&m.rows[slot]);
-        let half_kernel = if m.rows.len() * m.dim >= HALF_PASS_MIN_FLOATS { half_squared_l2_kernel() } else { None };
-        let nearest = match (approximate, half_kernel) {
-            (Some(slots), _) => nearest_exact(m, query, keep, slots.into_iter()),
-            (None, half_kernel) => match half_kernel {
+        let exact = || match half_squared_l2_kernel().filter(|_| m.rows.len() * m.dim >= HALF_PASS_MIN_FLOATS) {
             Some(kernel) => {
                 // The scan is bound by memory bandwidth, which a second core
                 // adds to; below this size a thread costs more than it saves.
@@ -1001,8 +1066,25 @@ impl MemoryStore {
                 nearest_two_pass(m, query, keep, admitted, kernel, parts)
             }
             None => nearest_exact(m, query, keep, (0..m.rows.len()).filter(|&s| admitted(s))),
-            },
         };
+        let nearest = match approximate {
+            None => exact(),
+            Some(slots) => {
+                let found = nearest_exact(m, query, keep, slots.into_iter());
+                if !verify {
+                    found
+                } else {
+                    // Measure the index against exact search on live queries;
+                    // the exact answer is the one returned.
+                    let truth = exact();
+                    verdict = Some((found.iter().filter(|c| truth.iter().any(|t| t.slot == c.slot)).count(), truth.len()));
+                    truth
+                }
+            }
+        };
+        if let Some((found, wanted)) = verdict {
+            self.mirror.ann.record_verification(found, wanted);
+        }
         Ok(nearest
             .into_iter()
             .map(|c| (c, 1.0 / (1.0 + c.distance as f64)))
@@ -1434,6 +1516,33 @@ mod tests {
         // Scores are exact distances even through the index.
         let (hit, score) = s.search(&target, &any, 1, 0.0).unwrap().remove(0);
         assert_eq!(score, 1.0 / (1.0 + squared_l2(&target, hit.vector.as_ref().unwrap()) as f64));
+    }
+
+    #[test]
+    fn an_index_that_misses_on_the_stores_data_is_switched_off() {
+        let dir = tempdir::Dir::new("ann-off");
+        let mut s = MemoryStore::open_with(dir.path().join("m.sqlite3"), Duration::from_secs(5), 100).unwrap();
+        let mut seed = 5u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32) / (1u64 << 31) as f32 - 0.5
+        };
+        // Uniform noise in many dimensions: the hardest data for a graph index.
+        let dim = 256;
+        let records = (0..3000).map(|i| record(&format!("r{i}"), "/", &[], i, Some((0..dim).map(|_| next()).collect()))).collect();
+        s.save(records).unwrap();
+        s.build_index().unwrap();
+        let any = Filter::scope(ScopeMatch::Any);
+        let mut exact = MemoryStore::open_with(dir.path().join("m.sqlite3"), Duration::from_secs(5), usize::MAX).unwrap();
+        for _ in 0..CALIBRATION_SEARCHES + 5 {
+            let query: Vec<f32> = (0..dim).map(|_| next()).collect();
+            // Calibration searches return the exact answer, and so does every search once switched off.
+            let ids = |r: Vec<(RecordData, f64)>| r.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(s.search(&query, &any, 10, 0.0).unwrap()), ids(exact.search(&query, &any, 10, 0.0).unwrap()));
+        }
+        let status = s.index_status();
+        assert_eq!(status.state, "disabled", "{status:?}");
+        assert!(status.measured_recall.unwrap() < MIN_RECALL);
     }
 
     #[test]
