@@ -260,9 +260,13 @@ class RustMemoryStorage:
                 bool(row.get("private", False)),
                 _vector_bytes(row["vector"], "vector") if row.get("vector") is not None else None,
             ))
+        try:
+            dim_hint = int(table.schema.field("vector").type.list_size)
+        except (KeyError, AttributeError, TypeError, ValueError):
+            dim_hint = 0  # no fixed-size vector column: the rows' vectors decide
         native = _native()
         try:
-            self._store.import_new(_LANCEDB_SOURCE, version, rows)
+            self._store.import_new(_LANCEDB_SOURCE, version, max(dim_hint, 0), rows)
         except native.EmbeddingDimensionError as exc:
             self._raise_dimension_mismatch(exc)
 

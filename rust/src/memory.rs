@@ -120,7 +120,8 @@ pub enum ScopeMatch {
     Any,
     /// `scope.startswith(prefix)` (LanceDB's `LIKE 'prefix%'`).
     Prefix(String),
-    /// A prefix, or the root scope `/` (upstream's scoped delete).
+    /// A prefix, or the root scope `/` (upstream's scoped delete); with
+    /// `Filter::created_before`, the age limits the root scope only.
     PrefixOrRoot(String),
     /// `low <= scope < high` (upstream's scoped reset).
     Range(String, String),
@@ -165,6 +166,19 @@ impl Filter {
                 python_eq(actual.unwrap_or(&Value::Null), expected)
             })
             && self.created_before.map_or(true, |before| row.data.created_key < before)
+    }
+
+    /// Upstream's scoped delete writes `scope LIKE 'p%' OR scope = '/' AND
+    /// created_at < t`: by SQL's precedence the age limits the root scope only.
+    fn admits_row(&self, row: &Row) -> bool {
+        match &self.scope {
+            ScopeMatch::PrefixOrRoot(prefix) => {
+                let older = self.created_before.map_or(true, |before| row.data.created_key < before);
+                (row.data.scope.starts_with(prefix.as_str()) || (row.data.scope == "/" && older))
+                    && Filter { scope: ScopeMatch::Any, created_before: None, ..self.clone() }.admits(row)
+            }
+            _ => self.admits(row),
+        }
     }
 }
 
@@ -992,7 +1006,7 @@ impl MemoryStore {
 
     /// Delete the records the filter admits; returns how many.
     pub fn delete_matching(&mut self, filter: &Filter) -> MemoryResult<usize> {
-        self.delete_where(|m| m.rows.iter().filter(|r| filter.admits(r)).map(|r| r.data.id.clone()).collect())
+        self.delete_where(|m| m.rows.iter().filter(|r| filter.admits_row(r)).map(|r| r.data.id.clone()).collect())
     }
 
     /// Drop every record; the next save may set a new dimension.
@@ -1214,7 +1228,7 @@ impl MemoryStore {
     /// id no earlier import of `source` brought and the store does not hold.
     /// So an import is idempotent, a record deleted here is not brought back,
     /// and records the source gained since are added. Returns how many.
-    pub fn import_new(&mut self, source: &str, version: i64, records: Vec<RecordData>) -> MemoryResult<usize> {
+    pub fn import_new(&mut self, source: &str, version: i64, dim_hint: usize, records: Vec<RecordData>) -> MemoryResult<usize> {
         for r in &records {
             if let Some(v) = &r.vector {
                 check_vector("embedding", v)?;
@@ -1232,7 +1246,7 @@ impl MemoryStore {
                     fresh.push(r);
                 }
             }
-            let mut dim = mirror.dim;
+            let mut dim = if mirror.dim != 0 { mirror.dim } else { dim_hint };
             for v in fresh.iter().filter_map(|r| r.vector.as_ref()) {
                 if dim == 0 {
                     dim = v.len();
@@ -1244,7 +1258,8 @@ impl MemoryStore {
             if dim == 0 {
                 dim = if fallback != 0 { fallback } else { DEFAULT_VECTOR_DIM };
             }
-            if mirror.dim == 0 && !fresh.is_empty() {
+            let sets_dim = mirror.dim == 0 && (!fresh.is_empty() || dim_hint != 0);
+            if sets_dim {
                 set_meta(tx, "vector_dim", dim as i64)?;
             }
             let zeros = vec![0f32; dim];
@@ -1259,7 +1274,7 @@ impl MemoryStore {
             set_meta(tx, &format!("import:{source}"), version)?;
             let count = staged.len();
             let apply = move |m: &mut Mirror| {
-                if m.dim == 0 && count > 0 {
+                if sets_dim {
                     m.dim = dim;
                 }
                 for (row, vector) in staged {

@@ -219,9 +219,16 @@ impl MemoryStore {
         self.with(py, move |s| s.imported_version(&source))
     }
 
-    fn import_new(&self, py: Python<'_>, source: String, version: i64, records: Vec<RecordTuple<'_>>) -> PyResult<usize> {
+    fn import_new(
+        &self,
+        py: Python<'_>,
+        source: String,
+        version: i64,
+        dim_hint: usize,
+        records: Vec<RecordTuple<'_>>,
+    ) -> PyResult<usize> {
         let records = records.into_iter().map(record_from_tuple).collect::<PyResult<Vec<_>>>()?;
-        self.with(py, move |s| s.import_new(&source, version, records))
+        self.with(py, move |s| s.import_new(&source, version, dim_hint, records))
     }
 
     fn touch(&self, py: Python<'_>, ids: Vec<String>, last_accessed: String) -> PyResult<()> {
