@@ -245,8 +245,9 @@ class _Dataset:
 
     def copy(self, tag: str) -> _Pair:
         """Fresh copies of both pristine directories, opened."""
-        lance_dir = _scratch() / f"{tag}-{self.rows}x{self.dims}-lancedb"
-        rust_dir = _scratch() / f"{tag}-{self.rows}x{self.dims}-rust"
+        kind = "clustered" if self.clustered else "uniform"
+        lance_dir = _scratch() / f"{tag}-{self.rows}x{self.dims}-{kind}-lancedb"
+        rust_dir = _scratch() / f"{tag}-{self.rows}x{self.dims}-{kind}-rust"
         for path in (lance_dir, rust_dir):
             if path.exists():
                 shutil.rmtree(path)
