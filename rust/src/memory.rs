@@ -156,8 +156,12 @@ impl Filter {
     }
 
     fn admits(&self, row: &Row) -> bool {
+        (self.categories.is_empty() || self.categories.iter().any(|c| row.categories.contains(c)))
+            && self.admits_besides_categories(row)
+    }
+
+    fn admits_besides_categories(&self, row: &Row) -> bool {
         self.scope.admits(&row.data.scope)
-            && (self.categories.is_empty() || self.categories.iter().any(|c| row.categories.contains(c)))
             && self.metadata.iter().all(|(key, expected)| {
                 let actual = match &row.metadata {
                     Some(Value::Object(entries)) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
@@ -240,6 +244,9 @@ fn parse_categories(text: &str) -> Vec<String> {
 struct Row {
     data: RecordData,
     categories: Vec<String>,
+    /// Bit `i` set for the mirror's category number `i` (the first 64 seen),
+    /// so a category filter tests a word instead of chasing strings.
+    category_mask: u64,
     metadata: Option<Value>,
     seq: i64,
 }
@@ -249,7 +256,7 @@ impl Row {
         data.vector = None;
         let categories = parse_categories(&data.categories_str);
         let metadata = parse_json(&data.metadata_str);
-        Row { data, categories, metadata, seq }
+        Row { data, categories, category_mask: 0, metadata, seq }
     }
 }
 
@@ -347,6 +354,8 @@ struct Mirror {
     slot_of_label: HashMap<usize, usize>,
     next_label: usize,
     ann: AnnState,
+    /// Every category seen, numbered in order of appearance (see `Row::category_mask`).
+    category_numbers: HashMap<String, usize>,
     slot_of: HashMap<String, usize>,
     scopes: BTreeMap<String, ScopeStats>,
     /// The last sequence number applied, the store's epoch (bumped by a full
@@ -420,7 +429,15 @@ impl Mirror {
     }
 
     /// Insert or replace; `vector` must have the mirror's dimension.
-    fn upsert(&mut self, row: Row, vector: &[f32]) {
+    fn upsert(&mut self, mut row: Row, vector: &[f32]) {
+        row.category_mask = 0;
+        for category in &row.categories {
+            let next = self.category_numbers.len();
+            let number = *self.category_numbers.entry(category.clone()).or_insert(next);
+            if number < 64 {
+                row.category_mask |= 1 << number;
+            }
+        }
         self.remove(&row.data.id);
         self.account(&row, true);
         self.slot_of.insert(row.data.id.clone(), self.rows.len());
@@ -1071,7 +1088,23 @@ impl MemoryStore {
             return Ok(Vec::new());
         }
         let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
-        let admitted = |slot: usize| unfiltered || filter.admits(&m.rows[slot]);
+        // Categories numbered below 64 are tested by mask; a category no row
+        // has matches nothing; only the rest compare strings.
+        let (mut mask, mut by_name) = (0u64, Vec::new());
+        for category in &filter.categories {
+            match m.category_numbers.get(category) {
+                Some(&number) if number < 64 => mask |= 1 << number,
+                Some(_) => by_name.push(category),
+                None => {}
+            }
+        }
+        let any_category = filter.categories.is_empty();
+        let admitted = |slot: usize| {
+            let row = &m.rows[slot];
+            unfiltered
+                || ((any_category || row.category_mask & mask != 0 || by_name.iter().any(|c| row.categories.contains(c)))
+                    && filter.admits_besides_categories(row))
+        };
         let exact = || match half_squared_l2_kernel().filter(|_| m.rows.len() * m.dim >= HALF_PASS_MIN_FLOATS) {
             Some(kernel) => {
                 // The scan is bound by memory bandwidth, which a second core
@@ -1558,6 +1591,26 @@ mod tests {
         let status = s.index_status();
         assert_eq!(status.state, "disabled", "{status:?}");
         assert!(status.measured_recall.unwrap() < MIN_RECALL);
+    }
+
+    #[test]
+    fn category_filters_past_the_first_64_categories() {
+        let dir = tempdir::Dir::new("cats");
+        let mut s = open(&dir);
+        let names: Vec<String> = (0..70).map(|i| format!("c{i}")).collect();
+        let records = (0..70)
+            .map(|i| record(&format!("r{i}"), "/", &[names[i].as_str(), "shared"], i as i64, Some(vec![i as f32, 0.0])))
+            .collect();
+        s.save(records).unwrap();
+        let search = |s: &mut MemoryStore, categories: &[&str]| -> Vec<String> {
+            let mut filter = Filter::scope(ScopeMatch::Any);
+            filter.categories = categories.iter().map(|c| c.to_string()).collect();
+            s.search(&[0.0, 0.0], &filter, 100, 0.0).unwrap().into_iter().map(|(r, _)| r.id).collect()
+        };
+        assert_eq!(search(&mut s, &["c3"]), vec!["r3"]);
+        assert_eq!(search(&mut s, &["c66", "c2"]), vec!["r2", "r66"]);
+        assert_eq!(search(&mut s, &["nowhere"]), Vec::<String>::new());
+        assert_eq!(search(&mut s, &["shared"]).len(), 70);
     }
 
     #[test]
