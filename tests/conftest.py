@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,22 @@ def run_python(code: str, env: dict[str, str] | None = None, cwd: Path | None = 
         [sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
         cwd=cwd or REPO_ROOT.parent, timeout=300,
     )
+
+
+def run_in_threads(work: Callable[[int], None], count: int) -> None:
+    """Run ``work(0)`` ... ``work(count - 1)`` on real threads at once; re-raise the first failure."""
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as exc:  # noqa: BLE001 - reported below, on the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

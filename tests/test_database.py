@@ -18,7 +18,7 @@ import pytest
 import crewai_rust
 from crewai_rust import database
 
-from conftest import run_python
+from conftest import run_in_threads, run_python
 
 
 @pytest.fixture(autouse=True)
@@ -354,21 +354,12 @@ def test_threads_writing_one_store_lose_nothing(tmp_path: Path) -> None:
     use_backend("rust")
     path = tmp_path / "flows.db"
     persistence = _flow_persistence(path)
-    errors: list[BaseException] = []
 
     def writer(t: int) -> None:
-        try:
-            for i in range(40):
-                persistence.save_state(f"flow-{t}", f"m{i}", {"t": t, "i": i})
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(40):
+            persistence.save_state(f"flow-{t}", f"m{i}", {"t": t, "i": i})
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(writer, 8)
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT count(*) FROM flow_states").fetchone() == (320,)
     for t in range(8):

@@ -33,7 +33,7 @@ from crewai.memory.storage.backend import EmbeddingDimensionMismatchError
 from crewai.memory.storage.lancedb_storage import LanceDBStorage
 from crewai.memory.types import MemoryRecord
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_in_threads
 
 
 # Upstream's LanceDBStorage calls LanceDB's deprecated create_scalar_index on every open.
@@ -789,6 +789,16 @@ def test_mismatch_error_is_a_value_error_not_a_runtime_error(make_storage: Stora
 # --------------------------------------------------------------------------- exact search equality
 
 
+def filled_pair(tmp_path: Path, make_rust: StorageFactory, records: list[MemoryRecord], batch: int) -> tuple[Any, Any]:
+    """LanceDB (one save) and Rust (saves of ``batch``) stores holding ``records``."""
+    lance = LanceDBStorage(path=str(tmp_path / "lance"))
+    lance.save(records)
+    rust = make_rust(tmp_path / "rust")
+    for start in range(0, len(records), batch):
+        rust.save(records[start:start + batch])
+    return lance, rust
+
+
 def test_exact_search_matches_lance_on_random_data(tmp_path: Path, make_rust: StorageFactory) -> None:
     rng = random.Random(20240301)
     dim, n = 64, 2000
@@ -797,11 +807,7 @@ def test_exact_search_matches_lance_on_random_data(tmp_path: Path, make_rust: St
         rec(f"id{i:05d}", [rng.gauss(0.0, 1.0) for _ in range(dim)], scope=rng.choice(scopes), minute=i)
         for i in range(n)
     ]
-    lance = LanceDBStorage(path=str(tmp_path / "lance"))
-    lance.save(records)
-    rust = make_rust(tmp_path / "rust")
-    for start in range(0, n, 500):
-        rust.save(records[start:start + 500])
+    lance, rust = filled_pair(tmp_path, make_rust, records, batch=500)
     assert rust.count() == lance.count() == n
 
     by_id = {r.id: r.embedding for r in records}
@@ -949,11 +955,7 @@ def test_large_store_search_against_lance(tmp_path: Path, make_rust: StorageFact
         )
         for i in range(n)
     ]
-    lance = LanceDBStorage(path=str(tmp_path / "lance"))
-    lance.save(records)
-    rust = make_rust(tmp_path / "rust")
-    for start in range(0, n, 10_000):
-        rust.save(records[start:start + 10_000])
+    lance, rust = filled_pair(tmp_path, make_rust, records, batch=10_000)
     rust.optimize()
     exact = RustMemoryStorage(tmp_path / "rust", approximate_from_rows=None)
     assert rust.count() == exact.count() == n
@@ -1193,23 +1195,14 @@ def test_rust_only_odd_inputs_do_not_crash(make_rust: StorageFactory, tmp_path: 
 
 def test_rust_only_threads_saving_into_one_instance(make_rust: StorageFactory, tmp_path: Path) -> None:
     storage = make_rust(tmp_path / "store", vector_dim=8)
-    errors: list[BaseException] = []
 
     def writer(t: int) -> None:
-        try:
-            for i in range(50):
-                storage.save([rec(f"t{t}-{i}", [float(t), float(i)] + [0.0] * 6, scope=f"/t{t}")])
-                assert storage.count(f"/t{t}") == i + 1
-                assert storage.get_record(f"t{t}-{i}") is not None
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(50):
+            storage.save([rec(f"t{t}-{i}", [float(t), float(i)] + [0.0] * 6, scope=f"/t{t}")])
+            assert storage.count(f"/t{t}") == i + 1
+            assert storage.get_record(f"t{t}-{i}") is not None
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(writer, 8)
     assert storage.count() == 400
     expected = {f"t{t}-{i}" for t in range(8) for i in range(50)}
     assert set(ids(storage.list_records(limit=1000))) == expected
@@ -1219,22 +1212,14 @@ def test_rust_only_threads_saving_into_one_instance(make_rust: StorageFactory, t
 def test_rust_only_threads_saving_through_two_instances_on_one_dir(make_rust: StorageFactory, tmp_path: Path) -> None:
     first, second = make_rust(tmp_path / "store"), make_rust(tmp_path / "store")
     first.save([rec("seed", [0.0] * 8)])
-    errors: list[BaseException] = []
 
-    def writer(storage: Any, t: int) -> None:
-        try:
-            for i in range(50):
-                storage.save([rec(f"t{t}-{i}", [float(t), float(i)] + [0.0] * 6)])
-                storage.search([0.0] * 8, limit=3)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+    def writer(t: int) -> None:
+        storage = first if t % 2 else second
+        for i in range(50):
+            storage.save([rec(f"t{t}-{i}", [float(t), float(i)] + [0.0] * 6)])
+            storage.search([0.0] * 8, limit=3)
 
-    threads = [threading.Thread(target=writer, args=(first if t % 2 else second, t)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(writer, 8)
     expected = {"seed"} | {f"t{t}-{i}" for t in range(8) for i in range(50)}
     for storage in (first, second):
         assert storage.count() == 401
@@ -1243,29 +1228,20 @@ def test_rust_only_threads_saving_through_two_instances_on_one_dir(make_rust: St
 
 def test_rust_only_threads_mixing_saves_updates_and_deletes(make_rust: StorageFactory, tmp_path: Path) -> None:
     instances = [make_rust(tmp_path / "store", vector_dim=4), make_rust(tmp_path / "store")]
-    errors: list[BaseException] = []
 
     def worker(t: int) -> None:
         storage = instances[t % 2]
-        try:
-            for i in range(40):
-                storage.save([rec(f"w{t}-{i}", [float(t), float(i), 0.0, 0.0], scope=f"/w{t}",
-                                  categories=["odd" if i % 2 else "even"])])
-                if i % 2:
-                    assert storage.delete(record_ids=[f"w{t}-{i - 1}"]) == 1
-                    storage.update(rec(f"w{t}-{i}", [float(t), float(i), 1.0, 0.0], scope=f"/w{t}",
-                                       categories=["odd"], content="v2"))
-                    storage.touch_records([f"w{t}-{i}"])
-                storage.list_categories()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(40):
+            storage.save([rec(f"w{t}-{i}", [float(t), float(i), 0.0, 0.0], scope=f"/w{t}",
+                              categories=["odd" if i % 2 else "even"])])
+            if i % 2:
+                assert storage.delete(record_ids=[f"w{t}-{i - 1}"]) == 1
+                storage.update(rec(f"w{t}-{i}", [float(t), float(i), 1.0, 0.0], scope=f"/w{t}",
+                                   categories=["odd"], content="v2"))
+                storage.touch_records([f"w{t}-{i}"])
+            storage.list_categories()
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(worker, 6)
     expected = {f"w{t}-{i}" for t in range(6) for i in range(1, 40, 2)}
     for storage in instances:
         assert storage.count() == 120
@@ -1316,6 +1292,23 @@ def spawn(body: str) -> subprocess.Popen[str]:
     )
 
 
+def run_together(bodies: list[str], go: Path) -> list[tuple[subprocess.Popen[str], str, str]]:
+    """Start one child per body, wait until each prints "ready", then create ``go`` so they
+    start their work at the same moment; returns each child with its stdout and stderr."""
+    children = [spawn(body) for body in bodies]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
+        go.touch()
+        outputs = [child.communicate(timeout=120) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    return [(child, out, err) for child, (out, err) in zip(children, outputs)]
+
+
 def run_child(body: str, timeout: float = 120) -> str:
     result = subprocess.run(
         [sys.executable, "-c", CHILD_PRELUDE + body], capture_output=True, text=True,
@@ -1340,18 +1333,8 @@ for i in range(150):
         s.count()
 print("done", s.count(), flush=True)
 """
-    children = [spawn(body.format(name=name, store=str(store), go=str(go))) for name in ("p", "q")]
-    try:
-        for child in children:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
-        go.touch()
-        outputs = [child.communicate(timeout=120) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-    for child, (out, err) in zip(children, outputs):
+    finished = run_together([body.format(name=name, store=str(store), go=str(go)) for name in ("p", "q")], go)
+    for child, out, err in finished:
         assert child.returncode == 0, err
         assert out.startswith("done")
     storage = rust_storage_class()(str(store))
@@ -1591,19 +1574,9 @@ while not os.path.exists({str(go)!r}):
 s = RustMemoryStorage({str(store)!r})
 print(json.dumps(sorted(r.id for r in s.list_records(limit=1000))), s.count(), flush=True)
 """
-    children = [spawn(body) for _ in range(2)]
-    try:
-        for child in children:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready"
-        go.touch()
-        outputs = [child.communicate(timeout=120) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
+    finished = run_together([body, body], go)
     want = sorted(r.id for r in expected)
-    for child, (out, err) in zip(children, outputs):
+    for child, out, err in finished:
         assert child.returncode == 0, err
         listed, count = out.rsplit(" ", 1)
         assert json.loads(listed) == want and int(count) == len(want)
