@@ -11,12 +11,12 @@ use crate::vector::squared_l2;
 /// Graph degree and build effort: recall@10 above 0.95 on the bench's data;
 /// the build costs about 10 s of two cores per 50,000 rows of 384 dimensions.
 const MAX_CONNECTIONS: usize = 16;
-const EF_CONSTRUCTION: usize = 64;
+const EF_CONSTRUCTION: usize = 100;
 const MAX_LAYERS: usize = 16;
 
 /// How wide a search looks, relative to how many results it wants.
 pub fn search_effort(keep: usize) -> usize {
-    (keep * 8).max(96)
+    (keep * 16).max(200)
 }
 
 #[derive(Clone, Copy, Default)]
