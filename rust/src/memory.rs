@@ -1567,30 +1567,46 @@ mod tests {
     }
 
     #[test]
-    fn an_index_that_misses_on_the_stores_data_is_switched_off() {
-        let dir = tempdir::Dir::new("ann-off");
+    fn the_index_is_checked_on_live_queries_and_switched_off_when_it_misses() {
+        let dir = tempdir::Dir::new("ann-check");
         let mut s = MemoryStore::open_with(dir.path().join("m.sqlite3"), Duration::from_secs(5), 100).unwrap();
         let mut seed = 5u64;
         let mut next = || {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 33) as f32) / (1u64 << 31) as f32 - 0.5
         };
-        // Uniform noise in many dimensions: the hardest data for a graph index.
+        // Uniform noise in many dimensions: hard data for a graph index.
         let dim = 256;
         let records = (0..3000).map(|i| record(&format!("r{i}"), "/", &[], i, Some((0..dim).map(|_| next()).collect()))).collect();
         s.save(records).unwrap();
         s.build_index().unwrap();
         let any = Filter::scope(ScopeMatch::Any);
         let mut exact = MemoryStore::open_with(dir.path().join("m.sqlite3"), Duration::from_secs(5), usize::MAX).unwrap();
-        for _ in 0..CALIBRATION_SEARCHES + 5 {
+        let ids = |r: Vec<(RecordData, f64)>| r.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+        for _ in 0..CALIBRATION_SEARCHES {
+            // Searches under check return the exact answer.
             let query: Vec<f32> = (0..dim).map(|_| next()).collect();
-            // Calibration searches return the exact answer, and so does every search once switched off.
-            let ids = |r: Vec<(RecordData, f64)>| r.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
             assert_eq!(ids(s.search(&query, &any, 10, 0.0).unwrap()), ids(exact.search(&query, &any, 10, 0.0).unwrap()));
         }
         let status = s.index_status();
-        assert_eq!(status.state, "disabled", "{status:?}");
-        assert!(status.measured_recall.unwrap() < MIN_RECALL);
+        assert_eq!(status.verified_searches, CALIBRATION_SEARCHES);
+        let recall = status.measured_recall.unwrap();
+        assert_eq!(status.state, if recall < MIN_RECALL { "disabled" } else { "ready" }, "{status:?}");
+
+        // The switch itself, on verdicts the graph's build cannot vary.
+        let mut state = AnnState { index: s.mirror.ann.index.take(), ..AnnState::default() };
+        for _ in 0..CALIBRATION_SEARCHES {
+            assert!(state.verification_due());
+            state.record_verification(9, 10);
+        }
+        assert!(state.disabled && state.index.is_none(), "recall 0.9 must switch the index off");
+        let mut state = AnnState::default();
+        for _ in 0..CALIBRATION_SEARCHES {
+            state.verification_due();
+            state.record_verification(10, 10);
+        }
+        assert!(!state.disabled);
+        assert!(!state.verification_due(), "after calibration only one search in {VERIFY_EVERY} is checked");
     }
 
     #[test]
