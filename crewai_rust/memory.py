@@ -7,9 +7,10 @@ LanceDB's default metric), the same raw string prefix matching of scopes, the
 same dimension rules and errors. Records live in a SQLite file (WAL) beside
 where LanceDB keeps its table; each storage keeps a mirror of the file in
 native memory, so search is an exact scan of a contiguous f32 matrix with the
-GIL released, and the scope queries (``list_scopes``, ``list_categories``,
-``get_scope_info``, ``count``) cost O(scopes) instead of a Python loop over
-every row.
+GIL released (from 50,000 records, unfiltered searches go through an HNSW
+index: see ``RustMemoryStorage``), and the scope queries (``list_scopes``,
+``list_categories``, ``get_scope_info``, ``count``) cost O(scopes) instead of
+a Python loop over every row.
 
 Where it deliberately differs from ``LanceDBStorage``:
 
@@ -35,7 +36,8 @@ import asyncio
 import json
 import os
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +77,18 @@ def _native() -> Any:
     if native is None:
         raise NativeModuleMissingError(f"crewai_rust._native is not importable: {native_import_error()}")
     return native
+
+
+@contextmanager
+def _upstream_dimension_error() -> Iterator[None]:
+    """The native store's dimension error as upstream's ``EmbeddingDimensionMismatchError``."""
+    try:
+        yield
+    except _native().EmbeddingDimensionError as exc:
+        from crewai.memory.storage.backend import EmbeddingDimensionMismatchError
+
+        stored, new = exc.args
+        raise EmbeddingDimensionMismatchError(stored, new) from None
 
 
 def _time_key(value: datetime) -> int:
@@ -222,12 +236,6 @@ class RustMemoryStorage:
         # LanceDBStorage's ``self._table is not None``: a dimension is set.
         return self._store.vector_dim != 0
 
-    def _raise_dimension_mismatch(self, exc: Exception) -> None:
-        from crewai.memory.storage.backend import EmbeddingDimensionMismatchError
-
-        stored, new = exc.args
-        raise EmbeddingDimensionMismatchError(stored, new) from None
-
     def _import_lancedb(self) -> None:
         table_dir = self._path / f"{LANCEDB_TABLE}.lance"
         if not table_dir.is_dir():
@@ -264,11 +272,8 @@ class RustMemoryStorage:
             dim_hint = int(table.schema.field("vector").type.list_size)
         except (KeyError, AttributeError, TypeError, ValueError):
             dim_hint = 0  # no fixed-size vector column: the rows' vectors decide
-        native = _native()
-        try:
+        with _upstream_dimension_error():
             self._store.import_new(_LANCEDB_SOURCE, version, max(dim_hint, 0), rows)
-        except native.EmbeddingDimensionError as exc:
-            self._raise_dimension_mismatch(exc)
 
     # -- writes ------------------------------------------------------------
 
@@ -276,18 +281,14 @@ class RustMemoryStorage:
         if not records:
             return
         rows = [_row(record) for record in records]
-        try:
+        with _upstream_dimension_error():
             self._store.save(rows)
-        except _native().EmbeddingDimensionError as exc:
-            self._raise_dimension_mismatch(exc)
 
     def update(self, record: MemoryRecord) -> None:
         """Replace the record with the same id (adding it if absent)."""
         row = _row(record)
-        try:
+        with _upstream_dimension_error():
             self._store.update(row)
-        except _native().EmbeddingDimensionError as exc:
-            self._raise_dimension_mismatch(exc)
 
     def touch_records(self, record_ids: list[str]) -> None:
         """Set ``last_accessed`` of the given records to now (naive UTC, as upstream)."""
@@ -363,7 +364,9 @@ class RustMemoryStorage:
         limit: int = 10,
         min_score: float = 0.0,
     ) -> list[tuple[MemoryRecord, float]]:
-        """Exact nearest records among those the filters admit, best first."""
+        """The nearest records among those the filters admit, best first: exact, or
+        through the HNSW index for unfiltered searches of large stores (see
+        ``approximate_from_rows``)."""
         prefix = _scope_prefix(scope_prefix)
         wanted = _categories(categories)
         metadata = _metadata_json(metadata_filter)
@@ -371,10 +374,8 @@ class RustMemoryStorage:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         query = _vector_bytes(query_embedding, "query_embedding")
         scope = ("prefix", prefix, None) if prefix is not None else ("any", None, None)
-        try:
+        with _upstream_dimension_error():
             hits = self._store.search(query, (*scope, wanted, metadata, None), limit, float(min_score))
-        except _native().EmbeddingDimensionError as exc:
-            self._raise_dimension_mismatch(exc)
         return [(_record(row), score) for row, score in hits]
 
     def list_records(self, scope_prefix: str | None = None, limit: int = 200, offset: int = 0) -> list[MemoryRecord]:

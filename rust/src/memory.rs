@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, Tr
 use crate::ann::AnnIndex;
 use crate::json::{self, Value};
 use crate::sqlite::DbError;
-use crate::vector::{half_squared_l2_kernel, squared_l2, to_half};
+use crate::vector::{f32_from_le_bytes, f32_le_bytes, half_squared_l2_kernel, squared_l2, to_half};
 
 /// LanceDB's default when a store's dimension is not known yet and a batch
 /// carries no embedding (`lancedb_storage.DEFAULT_VECTOR_DIM`).
@@ -120,8 +120,8 @@ pub enum ScopeMatch {
     Any,
     /// `scope.startswith(prefix)` (LanceDB's `LIKE 'prefix%'`).
     Prefix(String),
-    /// A prefix, or the root scope `/` (upstream's scoped delete); with
-    /// `Filter::created_before`, the age limits the root scope only.
+    /// A prefix, or the root scope `/` (upstream's scoped delete); in a
+    /// `Filter`, `created_before` limits the root scope only.
     PrefixOrRoot(String),
     /// `low <= scope < high` (upstream's scoped reset).
     Range(String, String),
@@ -161,7 +161,14 @@ impl Filter {
     }
 
     fn admits_besides_categories(&self, row: &Row) -> bool {
-        self.scope.admits(&row.data.scope)
+        let older = self.created_before.map_or(true, |before| row.data.created_key < before);
+        let scope_and_age = match &self.scope {
+            // Upstream's scoped delete writes `scope LIKE 'p%' OR scope = '/' AND
+            // created_at < t`: by SQL's precedence the age limits the root scope only.
+            ScopeMatch::PrefixOrRoot(prefix) => row.data.scope.starts_with(prefix.as_str()) || (row.data.scope == "/" && older),
+            scope => scope.admits(&row.data.scope) && older,
+        };
+        scope_and_age
             && self.metadata.iter().all(|(key, expected)| {
                 let actual = match &row.metadata {
                     Some(Value::Object(entries)) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
@@ -169,20 +176,6 @@ impl Filter {
                 };
                 python_eq(actual.unwrap_or(&Value::Null), expected)
             })
-            && self.created_before.map_or(true, |before| row.data.created_key < before)
-    }
-
-    /// Upstream's scoped delete writes `scope LIKE 'p%' OR scope = '/' AND
-    /// created_at < t`: by SQL's precedence the age limits the root scope only.
-    fn admits_row(&self, row: &Row) -> bool {
-        match &self.scope {
-            ScopeMatch::PrefixOrRoot(prefix) => {
-                let older = self.created_before.map_or(true, |before| row.data.created_key < before);
-                (row.data.scope.starts_with(prefix.as_str()) || (row.data.scope == "/" && older))
-                    && Filter { scope: ScopeMatch::Any, created_before: None, ..self.clone() }.admits(row)
-            }
-            _ => self.admits(row),
-        }
     }
 }
 
@@ -542,14 +535,6 @@ fn set_meta(tx: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn vector_blob(vector: &[f32]) -> Vec<u8> {
-    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn blob_vector(blob: &[u8]) -> Vec<f32> {
-    blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-}
-
 const SELECT_ROW: &str = "SELECT id, content, scope, categories_str, metadata_str, importance, created_at, \
     created_key, last_accessed, source, private, vector, seq FROM memories";
 
@@ -568,7 +553,8 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordData, i64)> {
             last_accessed: r.get(8)?,
             source: r.get(9)?,
             private: r.get::<_, i64>(10)? != 0,
-            vector: Some(blob_vector(&blob)),
+            // A torn blob reads as empty, which `apply_row` reports as a dimension mismatch.
+            vector: Some(f32_from_le_bytes(&blob).unwrap_or_default()),
         },
         r.get(12)?,
     ))
@@ -768,14 +754,26 @@ impl MemoryStore {
 
     /// Bring the mirror up to date with commits of other connections.
     pub fn refresh(&mut self) -> MemoryResult<()> {
-        let version = self.data_version()?;
-        if version == self.mirror.data_version {
+        if self.data_version()? == self.mirror.data_version {
             return Ok(());
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        Self::catch_up(&tx, &mut self.mirror)?;
+        Self::sync(&tx, &mut self.mirror)?;
         tx.commit()?;
-        self.mirror.data_version = version;
+        Ok(())
+    }
+
+    /// Inside `tx`: apply what other connections committed since the mirror's
+    /// data_version. A failure leaves the mirror marked stale.
+    fn sync(tx: &Transaction<'_>, mirror: &mut Mirror) -> MemoryResult<()> {
+        let version = tx.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?;
+        if version != mirror.data_version {
+            if let Err(e) = Self::catch_up(tx, mirror) {
+                mirror.data_version = -1;
+                return Err(e);
+            }
+            mirror.data_version = version;
+        }
         Ok(())
     }
 
@@ -825,7 +823,8 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Run `work` in an IMMEDIATE transaction over an up-to-date mirror. The
+    /// Run `work` in an IMMEDIATE transaction over the mirror brought up to
+    /// date inside it (callers need no `refresh` first). The
     /// mirror is only changed through the returned closure, after the commit,
     /// so a failed commit leaves it matching the file.
     fn write<T>(
@@ -833,14 +832,7 @@ impl MemoryStore {
         work: impl FnOnce(&Transaction<'_>, &Mirror, &mut i64) -> MemoryResult<(T, Apply)>,
     ) -> MemoryResult<T> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version = tx.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?;
-        if version != self.mirror.data_version {
-            if let Err(e) = Self::catch_up(&tx, &mut self.mirror) {
-                self.mirror.data_version = -1;
-                return Err(e);
-            }
-            self.mirror.data_version = version;
-        }
+        Self::sync(&tx, &mut self.mirror)?;
         let mut seq = self.mirror.seq;
         let start_seq = seq;
         let (result, apply) = work(&tx, &self.mirror, &mut seq)?;
@@ -912,7 +904,6 @@ impl MemoryStore {
                 }
             }
         }
-        self.refresh()?;
         self.upsert_records(records, batch_dim)
     }
 
@@ -921,7 +912,6 @@ impl MemoryStore {
         if let Some(v) = &record.vector {
             check_vector("embedding", v)?;
         }
-        self.refresh()?;
         let dim = record.vector.as_ref().map(Vec::len);
         self.upsert_records(vec![record], dim)
     }
@@ -935,28 +925,13 @@ impl MemoryStore {
                 }
                 mirror.dim
             } else {
-                let dim = batch_dim.unwrap_or(if fallback != 0 { fallback } else { DEFAULT_VECTOR_DIM });
+                let dim = batch_dim.unwrap_or_else(|| dim_for_new_store(fallback));
                 set_meta(tx, "vector_dim", dim as i64)?;
                 dim
             };
-            let zeros = vec![0f32; dim];
-            let mut insert = tx.prepare_cached(INSERT_ROW)?;
-            let mut staged = Vec::with_capacity(records.len());
-            for mut r in records {
-                *seq += 1;
-                let vector = r.vector.take().unwrap_or_else(|| zeros.clone());
-                insert_row(&mut insert, &r, &vector, *seq)?;
-                staged.push((Row::new(r, *seq), vector));
-            }
-            let apply = move |m: &mut Mirror| {
-                if m.dim == 0 {
-                    m.dim = dim;
-                }
-                for (row, vector) in staged {
-                    m.upsert(row, &vector);
-                }
-            };
-            Ok((dim, Box::new(apply) as Apply))
+            let staged = insert_rows(tx, records, dim, seq)?;
+            let apply = apply_rows((mirror.dim == 0).then_some(dim), staged);
+            Ok((dim, apply))
         })?;
         self.fallback_dim = dim;
         Ok(())
@@ -1023,12 +998,11 @@ impl MemoryStore {
 
     /// Delete the records the filter admits; returns how many.
     pub fn delete_matching(&mut self, filter: &Filter) -> MemoryResult<usize> {
-        self.delete_where(|m| m.rows.iter().filter(|r| filter.admits_row(r)).map(|r| r.data.id.clone()).collect())
+        self.delete_where(|m| m.rows.iter().filter(|r| filter.admits(r)).map(|r| r.data.id.clone()).collect())
     }
 
     /// Drop every record; the next save may set a new dimension.
     pub fn reset_all(&mut self) -> MemoryResult<()> {
-        self.refresh()?;
         self.write(|tx, mirror, _seq| {
             tx.execute("DELETE FROM memories", [])?;
             tx.execute("DELETE FROM deletions", [])?;
@@ -1072,9 +1046,8 @@ impl MemoryStore {
         if query.len() != self.mirror.dim {
             return Err(MemoryError::DimensionMismatch { stored: self.mirror.dim, new: query.len() });
         }
-        let approximate = if limit > 0
-            && filter == &Filter::scope(ScopeMatch::Any)
-            && self.mirror.rows.len() >= self.approximate_from_rows
+        let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
+        let approximate = if limit > 0 && unfiltered && self.mirror.rows.len() >= self.approximate_from_rows
         {
             self.mirror.approximate_slots(query, limit.min(self.mirror.rows.len()))
         } else {
@@ -1087,7 +1060,6 @@ impl MemoryStore {
         if keep == 0 {
             return Ok(Vec::new());
         }
-        let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
         // Categories numbered below 64 are tested by mask; a category no row
         // has matches nothing; only the rest compare strings.
         let (mut mask, mut by_name) = (0u64, Vec::new());
@@ -1267,7 +1239,6 @@ impl MemoryStore {
                 check_vector("embedding", v)?;
             }
         }
-        self.refresh()?;
         let fallback = self.fallback_dim;
         let source = source.to_string();
         let imported = self.write(|tx, mirror, seq| {
@@ -1289,32 +1260,16 @@ impl MemoryStore {
                 }
             }
             if dim == 0 {
-                dim = if fallback != 0 { fallback } else { DEFAULT_VECTOR_DIM };
+                dim = dim_for_new_store(fallback);
             }
             let sets_dim = mirror.dim == 0 && (!fresh.is_empty() || dim_hint != 0);
             if sets_dim {
                 set_meta(tx, "vector_dim", dim as i64)?;
             }
-            let zeros = vec![0f32; dim];
-            let mut insert = tx.prepare_cached(INSERT_ROW)?;
-            let mut staged = Vec::with_capacity(fresh.len());
-            for mut r in fresh {
-                *seq += 1;
-                let vector = r.vector.take().unwrap_or_else(|| zeros.clone());
-                insert_row(&mut insert, &r, &vector, *seq)?;
-                staged.push((Row::new(r, *seq), vector));
-            }
+            let staged = insert_rows(tx, fresh, dim, seq)?;
             set_meta(tx, &format!("import:{source}"), version)?;
             let count = staged.len();
-            let apply = move |m: &mut Mirror| {
-                if sets_dim {
-                    m.dim = dim;
-                }
-                for (row, vector) in staged {
-                    m.upsert(row, &vector);
-                }
-            };
-            Ok((count, Box::new(apply) as Apply))
+            Ok((count, apply_rows(sets_dim.then_some(dim), staged)))
         })?;
         if self.mirror.dim != 0 {
             self.fallback_dim = self.mirror.dim;
@@ -1326,6 +1281,42 @@ impl MemoryStore {
 const INSERT_ROW: &str = "INSERT OR REPLACE INTO memories (id, content, scope, categories_str, metadata_str, \
     importance, created_at, created_key, last_accessed, source, private, vector, seq) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// The dimension a store without one takes for records without embeddings:
+/// the last one it had (as LanceDBStorage keeps `_vector_dim`), else LanceDB's default.
+fn dim_for_new_store(fallback: usize) -> usize {
+    if fallback != 0 {
+        fallback
+    } else {
+        DEFAULT_VECTOR_DIM
+    }
+}
+
+/// Write `records` (zeros for a missing embedding), each stamped with the next
+/// sequence number; returns them as mirror rows for [`apply_rows`].
+fn insert_rows(tx: &Transaction<'_>, records: Vec<RecordData>, dim: usize, seq: &mut i64) -> rusqlite::Result<Vec<(Row, Vec<f32>)>> {
+    let mut insert = tx.prepare_cached(INSERT_ROW)?;
+    let mut staged = Vec::with_capacity(records.len());
+    for mut r in records {
+        *seq += 1;
+        let vector = r.vector.take().unwrap_or_else(|| vec![0f32; dim]);
+        insert_row(&mut insert, &r, &vector, *seq)?;
+        staged.push((Row::new(r, *seq), vector));
+    }
+    Ok(staged)
+}
+
+/// The mirror's side of [`insert_rows`], setting its dimension first when the write set it.
+fn apply_rows(new_dim: Option<usize>, staged: Vec<(Row, Vec<f32>)>) -> Apply {
+    Box::new(move |m: &mut Mirror| {
+        if let Some(dim) = new_dim {
+            m.dim = dim;
+        }
+        for (row, vector) in staged {
+            m.upsert(row, &vector);
+        }
+    })
+}
 
 fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, r: &RecordData, vector: &[f32], seq: i64) -> rusqlite::Result<()> {
     stmt.execute(params![
@@ -1340,7 +1331,7 @@ fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, r: &RecordData, vector: 
         r.last_accessed,
         r.source,
         r.private as i64,
-        vector_blob(vector),
+        f32_le_bytes(vector),
         seq
     ])?;
     Ok(())

@@ -17,6 +17,7 @@ use crate::json;
 use crate::memory::{Filter, MemoryError, MemoryStore as Store, RecordData, ScopeMatch};
 use crate::python::{db_error, guarded};
 use crate::sqlite::{DbError, ErrorKind};
+use crate::vector::{f32_from_le_bytes, f32_le_bytes};
 
 create_exception!(
     _native,
@@ -35,10 +36,9 @@ fn memory_error(py: Python<'_>, err: MemoryError) -> PyErr {
 }
 
 fn vector_from_bytes(field: &str, bytes: &[u8]) -> PyResult<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
-        return Err(PyValueError::new_err(format!("{field}: {} bytes is not a whole number of float32", bytes.len())));
-    }
-    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    f32_from_le_bytes(bytes).ok_or_else(|| {
+        PyValueError::new_err(format!("{field}: {} bytes is not a whole number of float32", bytes.len()))
+    })
 }
 
 type RecordTuple<'py> = (
@@ -78,7 +78,7 @@ fn record_from_tuple(row: RecordTuple<'_>) -> PyResult<RecordData> {
 }
 
 fn record_to_tuple<'py>(py: Python<'py>, r: RecordData) -> PyResult<Bound<'py, PyTuple>> {
-    let vector: Vec<u8> = r.vector.unwrap_or_default().iter().flat_map(|x| x.to_le_bytes()).collect();
+    let vector = f32_le_bytes(&r.vector.unwrap_or_default());
     (
         r.id,
         r.content,

@@ -76,6 +76,16 @@ pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// Vectors as they are stored and cross to Python: little-endian f32 bytes.
+pub fn f32_le_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`f32_le_bytes`]; None when the length is not a whole number of f32.
+pub fn f32_from_le_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
+    (bytes.len() % 4 == 0).then(|| bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
 /// Half-precision copies of stored vectors, for a first search pass that reads
 /// half the memory (the scan is bound by memory bandwidth, not arithmetic).
 pub struct HalfVector {
