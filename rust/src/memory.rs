@@ -23,7 +23,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, Tr
 
 use crate::ann::AnnIndex;
 use crate::json::{self, Value};
-use crate::sqlite::DbError;
+use crate::sqlite::{enter_wal_mode, DbError};
 use crate::vector::{f32_from_le_bytes, f32_le_bytes, half_squared_l2_kernel, squared_l2, to_half};
 
 /// LanceDB's default when a store's dimension is not known yet and a batch
@@ -712,7 +712,7 @@ impl MemoryStore {
         let conn = Connection::open_with_flags(&path, flags)?;
         conn.busy_timeout(busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(32);
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        enter_wal_mode(&conn, busy_timeout)?;
         // WAL + NORMAL: a commit survives a process crash (SIGKILL included);
         // only an OS crash or power loss may drop the last transactions.
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
@@ -1629,5 +1629,26 @@ mod tests {
         let page: Vec<String> = s.list(&ScopeMatch::Any, 3, 2).unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(page, vec!["r7", "r6", "r5"]);
         assert!(s.list(&ScopeMatch::Any, 3, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn stores_opened_at_once_on_a_new_file_all_open() {
+        for round in 0..20 {
+            let dir = tempdir::Dir::new(&format!("race-{round}"));
+            let path = dir.path().join("m.sqlite3");
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        MemoryStore::open(path, Duration::from_secs(5)).and_then(|mut s| s.count_all())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                assert_eq!(opener.join().unwrap().unwrap(), 0);
+            }
+        }
     }
 }

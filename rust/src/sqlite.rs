@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags};
@@ -123,6 +123,27 @@ fn file_id(path: &Path) -> Option<FileId> {
     }
 }
 
+/// Switch `conn`'s file to WAL (a no-op when it already is), waiting up to
+/// `busy_timeout` for other connections.
+///
+/// The switch upgrades the pragma's own read lock to a write lock, and SQLite
+/// returns SQLITE_BUSY for such an upgrade without calling the busy handler
+/// (it could deadlock). Two processes creating one file at the same moment
+/// hit exactly that, so the pragma is retried here until the deadline.
+pub fn enter_wal_mode(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other.map(|_mode| ()),
+        }
+    }
+}
+
 struct Pooled {
     conn: Connection,
     file: Option<FileId>,
@@ -166,8 +187,7 @@ impl Pool {
         // journal_mode is persistent in the file; upstream sets WAL too, so a
         // file written by either backend stays in WAL. This also reads the
         // header, so a file that is not a database fails here, at open.
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
-        let _ = mode;
+        enter_wal_mode(&conn, self.busy_timeout)?;
         // WAL + NORMAL: a commit survives a process crash; only an OS crash or
         // power loss may drop the last transactions (the file stays intact).
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
@@ -525,5 +545,28 @@ mod tests {
     fn bundled_sqlite_has_jsonb() {
         let v: Vec<u32> = sqlite_version().split('.').map(|x| x.parse().unwrap()).collect();
         assert!(v[0] > 3 || (v[0] == 3 && v[1] >= 45), "{}", sqlite_version());
+    }
+
+    #[test]
+    fn pools_opened_at_once_on_a_new_file_all_open() {
+        // The WAL switch of a new file is a lock upgrade SQLite does not wait
+        // for; several openers racing on it must still all succeed.
+        for round in 0..20 {
+            let dir = tempdir();
+            let path = dir.join(format!("race-{round}.db"));
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Pool::open(path, Duration::from_secs(5), 1).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+        }
     }
 }
