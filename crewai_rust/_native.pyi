@@ -57,6 +57,12 @@ def json_dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
 def json_loads(text: str) -> Any:
     """json.loads(text); NotHandledNatively for what CPython must decode or word."""
 
+class JsonDecoder:
+    """json.loads(document): native for a str it can decode, else ``fallback(document)``."""
+
+    def __init__(self, fallback: Callable[[Any], Any]) -> None: ...
+    def __call__(self, document: Any) -> Any: ...
+
 def to_serializable(
     obj: Any,
     exclude: Collection[Any] | None = None,

@@ -37,7 +37,7 @@ from crewai_rust._backend import decider, load_native
 if TYPE_CHECKING:
     from crewai.utilities.serialization import Serializable
 
-__all__ = ["AgentMessage", "dumps", "loads", "serializer_override", "to_serializable"]
+__all__ = ["AgentMessage", "decoder", "dumps", "loads", "serializer_override", "to_serializable"]
 
 _JSONEncoder = json.JSONEncoder
 _on_rust = decider("serialization")
@@ -97,15 +97,30 @@ def dumps(obj: Any, *, cls: type[json.JSONEncoder] | None = None, default: Calla
         return json.dumps(obj, cls=cls, default=default)
 
 
+_native_decoder: Callable[[Any], Any] | None = None
+
+
+def decoder() -> Callable[[Any], Any]:
+    """``json.loads`` for the documents of one operation, backend decided now.
+
+    On Rust it is the native decoder, which hands anything it does not decode
+    itself (bytes, lone surrogates, an invalid document, whose error CPython
+    words) to ``json.loads``; otherwise ``json.loads`` itself. A store that
+    decodes many documents asks once and calls the result per document.
+    """
+    global _native_decoder
+    if not _on_rust():
+        return json.loads
+    if _native_decoder is None:
+        _native_decoder = load_native().JsonDecoder(json.loads)
+    return _native_decoder
+
+
 def loads(s: str | bytes | bytearray, **kwargs: Any) -> Any:
-    """``json.loads(s, **kwargs)``, on the Rust decoder for a str with no keyword arguments."""
-    if kwargs or type(s) is not str or not _on_rust():
+    """``json.loads(s, **kwargs)``, on the Rust decoder when there are no keyword arguments."""
+    if kwargs:
         return json.loads(s, **kwargs)
-    native = load_native()
-    try:
-        return native.json_loads(s)
-    except native.NotHandledNatively:
-        return json.loads(s)
+    return decoder()(s)
 
 
 def _upstream_to_serializable(obj: Any, exclude: set[str] | None, max_depth: int) -> Serializable:

@@ -661,6 +661,41 @@ def test_loads_bytes_and_keyword_arguments_match(rust: None) -> None:
     )
 
 
+def test_decoder_is_json_loads_on_python_and_native_on_rust(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREWAI_RUST_SERIALIZATION", "0")
+    assert ser.decoder() is json.loads
+    monkeypatch.setenv("CREWAI_RUST_SERIALIZATION", "1")
+    decode = ser.decoder()
+    assert isinstance(decode, load_native().JsonDecoder)
+    # Decided when asked: a decoder taken on Rust keeps decoding natively.
+    assert decode('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+
+
+@pytest.mark.parametrize("document", [
+    *TRICKY_DOCUMENTS, b'{"a": [1, 2.5]}', bytearray(b"[null]"), '"\u00e9"'.encode("utf-16"),
+    StrSub('{"k": "v"}'), 12, None,
+], ids=lambda d: repr(d[:30] if isinstance(d, (str, bytes, bytearray)) else d))
+def test_decoder_matches_json_loads_for_every_input(rust: None, document: Any) -> None:
+    """What the native side leaves to CPython (bytes, surrogates, invalid text, non-text)
+    reaches json.loads, so values and error messages are json.loads's own."""
+    assert_same_outcome(outcome(ser.decoder(), document), outcome(json.loads, document))
+
+
+def test_decoder_hands_what_it_does_not_decode_to_its_fallback() -> None:
+    seen: list[Any] = []
+
+    def fallback(document: Any) -> str:
+        seen.append(document)
+        return "from fallback"
+
+    decode = load_native().JsonDecoder(fallback)
+    assert decode("[1, 2]") == [1, 2] and seen == []
+    left_to_cpython = ['"\\ud800"', '"\ud800"', "[1,]", b"[1]", "NaN x"]
+    for document in left_to_cpython:
+        assert decode(document) == "from fallback"
+    assert seen == left_to_cpython
+
+
 # ============================================================================ 3. errors
 
 def _circular_list() -> list[Any]:

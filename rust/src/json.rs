@@ -150,33 +150,71 @@ fn ascii_escape(byte: u8) -> Option<&'static [u8]> {
     }
 }
 
-#[inline]
-fn is_plain_ascii(byte: u8) -> bool {
-    (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\'
-}
-
 /// The high bit of each of the eight bytes of `word` (little-endian) that is
-/// not plain ASCII (below `' '`, `"`, `\\`, DEL or non-ASCII), by the usual
-/// SWAR zero-byte tests. Bits above the lowest set one may be spurious (a
-/// borrow carries), so only the lowest is used as a position.
+/// special, by the usual SWAR zero-byte tests: below `' '`, `"` or `\\`, and
+/// with `NON_ASCII`, DEL and non-ASCII too. Bits above the lowest set one may
+/// be spurious (a borrow carries), so only the lowest is used as a position.
 #[inline]
-fn escape_mask(word: u64) -> u64 {
+fn special_mask<const NON_ASCII: bool>(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    let non_ascii = word & HIGHS;
-    below_space
-        | non_ascii
+    let mut mask = (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
         | zero_bytes(word ^ (ONES * b'"' as u64))
-        | zero_bytes(word ^ (ONES * b'\\' as u64))
-        | zero_bytes(word ^ (ONES * 0x7f))
+        | zero_bytes(word ^ (ONES * b'\\' as u64));
+    if NON_ASCII {
+        mask |= (word & HIGHS) | zero_bytes(word ^ (ONES * 0x7f));
+    }
+    mask
+}
+
+#[inline]
+fn is_special<const NON_ASCII: bool>(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\' || (NON_ASCII && byte >= 0x7f)
+}
+
+/// The index of the first special byte (see [`special_mask`]) at or after
+/// `i`, or `bytes.len()`. Strings are mostly plain text: it is skipped sixteen
+/// bytes per step (SSE2, part of every x86_64), then eight (SWAR).
+#[inline]
+fn first_special<const NON_ASCII: bool>(bytes: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is always available on x86_64; loads stay inside `bytes`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let (low, high) = (_mm_set1_epi8(0x1f), _mm_set1_epi8(0x7f));
+        let (quote, backslash) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8));
+        while i + 16 <= bytes.len() {
+            let v = _mm_loadu_si128(bytes.as_ptr().add(i).cast());
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, low), v);
+            let mut special = _mm_or_si128(control, _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+            if NON_ASCII {
+                special = _mm_or_si128(special, _mm_cmpeq_epi8(_mm_max_epu8(v, high), v));
+            }
+            let mask = _mm_movemask_epi8(special) as u32;
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
+    while i + 8 <= bytes.len() {
+        let mask = special_mask::<NON_ASCII>(u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap()));
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !is_special::<NON_ASCII>(bytes[i]) {
+        i += 1;
+    }
+    i
 }
 
 fn write_code_unit(out: &mut Vec<u8>, unit: u16) {
     if unit < 0x80 {
         let byte = unit as u8;
-        if is_plain_ascii(byte) {
+        if !is_special::<true>(byte) {
             out.push(byte);
         } else if let Some(escape) = ascii_escape(byte) {
             out.extend_from_slice(escape);
@@ -196,25 +234,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        // Most text is plain ASCII: skip it eight bytes at a time, straight to
-        // the first byte that needs work.
-        while i + 8 <= bytes.len() {
-            let mask = escape_mask(u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap()));
-            if mask != 0 {
-                i += (mask.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
+    loop {
+        i = first_special::<true>(bytes, i);
         if i >= bytes.len() {
             break;
         }
         let byte = bytes[i];
-        if is_plain_ascii(byte) {
-            i += 1;
-            continue;
-        }
         out.extend_from_slice(&bytes[start..i]);
         if byte < 0x80 {
             write_code_unit(out, byte as u16);
@@ -445,6 +470,7 @@ impl<'t> Parser<'t> {
     fn string<E>(&mut self) -> Result<Cow<'t, str>, DecodeError<E>> {
         let start = self.pos;
         loop {
+            self.pos = first_special::<false>(self.bytes, self.pos);
             match self.bytes.get(self.pos) {
                 Some(b'"') => {
                     let s = &self.text[start..self.pos];
@@ -461,12 +487,7 @@ impl<'t> Parser<'t> {
         self.scratch.push_str(&self.text[start..self.pos]);
         loop {
             let run_start = self.pos;
-            while let Some(&b) = self.bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos = first_special::<false>(self.bytes, self.pos);
             self.scratch.push_str(&self.text[run_start..self.pos]);
             match self.bytes.get(self.pos) {
                 Some(b'"') => {
@@ -735,19 +756,28 @@ mod tests {
     }
 
     #[test]
-    fn word_scan_finds_the_first_byte_to_escape() {
-        for byte in 0..=255u8 {
-            for position in 0..8 {
-                for tail in [b'a', b'"', 0x01, 0xc3] {
-                    let mut word = [b'a'; 8];
-                    word[position] = byte;
-                    for later in word.iter_mut().skip(position + 1) {
-                        *later = tail;
+    fn scans_find_the_first_special_byte() {
+        // Every byte value at every position of 1..40-byte texts (the SSE2,
+        // SWAR and byte tails), with plain or special bytes after it.
+        for len in 1..40 {
+            for position in 0..len {
+                for byte in 0..=255u8 {
+                    for tail in [b'a', b'"', 0x01, 0xc3, 0x7f] {
+                        let mut text = vec![b'a'; len];
+                        text[position] = byte;
+                        for later in text.iter_mut().skip(position + 1) {
+                            *later = tail;
+                        }
+                        for start in [0, position] {
+                            let expect = |non_ascii: bool| {
+                                (start..len)
+                                    .find(|&i| if non_ascii { is_special::<true>(text[i]) } else { is_special::<false>(text[i]) })
+                                    .unwrap_or(len)
+                            };
+                            assert_eq!(first_special::<true>(&text, start), expect(true), "{text:?} from {start}");
+                            assert_eq!(first_special::<false>(&text, start), expect(false), "{text:?} from {start}");
+                        }
                     }
-                    let mask = escape_mask(u64::from_le_bytes(word));
-                    let first = word.iter().position(|&b| !is_plain_ascii(b));
-                    let found = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
-                    assert_eq!(found, first, "word {word:?}");
                 }
             }
         }

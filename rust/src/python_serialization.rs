@@ -503,12 +503,17 @@ struct PySink<'py> {
     open: usize,
 }
 
-const KEY_SLOTS: usize = 512;
+/// The key table's size bounds: a few slots for a small document (it is
+/// filled per call), up to 512 for a large one.
+const MIN_KEY_SLOTS: usize = 8;
+const MAX_KEY_SLOTS: usize = 512;
 const MAX_SHARED_KEY: usize = 48;
 
 impl<'py> PySink<'py> {
-    fn new(py: Python<'py>) -> Self {
-        PySink { py, keys: Vec::new(), open: 0 }
+    /// `source_len`: the document's length, which sizes the key table.
+    fn new(py: Python<'py>, source_len: usize) -> Self {
+        let slots = (source_len / 32).next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
+        PySink { py, keys: vec![None; slots], open: 0 }
     }
 
     fn open(&mut self, context: &'static std::ffi::CStr) -> PyResult<()> {
@@ -526,11 +531,8 @@ impl<'py> PySink<'py> {
         if key.len() > MAX_SHARED_KEY {
             return PyString::new(self.py, key);
         }
-        if self.keys.is_empty() {
-            self.keys.resize(KEY_SLOTS, None);
-        }
         let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let slot = (hash as usize) % KEY_SLOTS;
+        let slot = (hash as usize) & (self.keys.len() - 1);
         if let Some(known) = &self.keys[slot] {
             if utf8(known.as_any()) == Some(key) {
                 return known.clone();
@@ -594,19 +596,19 @@ impl<'py> Sink for PySink<'py> {
     }
 }
 
-/// `json.loads(text)` for a str.
-#[pyfunction]
-fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+/// Decode `text` natively; `Ok(None)` for what CPython must decode or word
+/// (lone surrogates, an invalid document, ...).
+fn decode_natively<'py>(text: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
     guarded(|| {
         let Some(source) = utf8(text.as_any()) else {
-            return Err(NotHandledNatively::new_err("text holds lone surrogates"));
+            return Ok(None); // lone surrogates
         };
         // The parse only allocates (no Python code runs, nothing it makes is
         // garbage), yet every 700 new containers would start a collection
         // that walks them all: about 40% of a large document's decode time.
         // SAFETY: plain C API calls; the GIL is held throughout.
         let collector_was_on = unsafe { ffi::PyGC_Disable() } == 1;
-        let mut sink = PySink::new(text.py());
+        let mut sink = PySink::new(text.py(), source.len());
         let parsed = json::parse(source, &mut sink);
         while sink.open > 0 {
             sink.close();
@@ -615,11 +617,43 @@ fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
             unsafe { ffi::PyGC_Enable() };
         }
         match parsed {
-            Ok(value) => Ok(value),
+            Ok(value) => Ok(Some(value)),
             Err(DecodeError::Sink(err)) => Err(err),
-            Err(DecodeError::Unsupported(reason)) => Err(NotHandledNatively::new_err(reason)),
+            Err(DecodeError::Unsupported(_)) => Ok(None),
         }
     })
+}
+
+/// `json.loads(text)` for a str.
+#[pyfunction]
+fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    decode_natively(text)?.ok_or_else(|| NotHandledNatively::new_err("left to CPython's json"))
+}
+
+/// `json.loads(document)` as one callable: the native decoder, and `fallback`
+/// (`json.loads` itself) for anything it leaves to CPython. A store that
+/// decodes two documents per row calls this directly, without a Python-level
+/// wrapper per document.
+#[pyclass(module = "crewai_rust._native", frozen)]
+struct JsonDecoder {
+    fallback: Py<PyAny>,
+}
+
+#[pymethods]
+impl JsonDecoder {
+    #[new]
+    fn new(fallback: Py<PyAny>) -> Self {
+        JsonDecoder { fallback }
+    }
+
+    fn __call__<'py>(&self, document: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(text) = document.cast::<PyString>() {
+            if let Some(value) = decode_natively(text)? {
+                return Ok(value);
+            }
+        }
+        self.fallback.bind(document.py()).call1((document,))
+    }
 }
 
 // ----------------------------------------------------------------------------- to_serializable
@@ -939,7 +973,7 @@ fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResul
 }
 
 fn value_to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-    let mut sink = PySink::new(py);
+    let mut sink = PySink::new(py, 0);
     Ok(match value {
         Value::Null => sink.null()?,
         Value::Bool(b) => sink.boolean(*b)?,
@@ -1172,6 +1206,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NotHandledNatively", m.py().get_type::<NotHandledNatively>())?;
     m.add_function(wrap_pyfunction!(json_dumps, m)?)?;
     m.add_function(wrap_pyfunction!(json_loads, m)?)?;
+    m.add_class::<JsonDecoder>()?;
     m.add_function(wrap_pyfunction!(to_serializable, m)?)?;
     m.add_class::<AgentMessage>()?;
     Ok(())
