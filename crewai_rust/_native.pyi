@@ -37,7 +37,7 @@ class SqliteConnection:
 
     def execute(
         self, sql: str, parameters: Sequence[Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]], int, int]:
+    ) -> tuple[list[str], SqliteRows, int, int]:
         """Run one statement: (column names, rows, rowcount, lastrowid)."""
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
@@ -47,6 +47,16 @@ class SqliteConnection:
     def in_transaction(self) -> bool: ...
     @property
     def closed(self) -> bool: ...
+
+class SqliteRows:
+    """A statement's rows, read with the GIL released, turned into Python objects on demand."""
+
+    def __len__(self) -> int: ...
+    def tuples(self, start: int = 0) -> list[tuple[Any, ...]]: ...
+    def records(
+        self, json_columns: list[str], decode: Callable[[Any], Any], start: int = 0
+    ) -> list[dict[str, Any]]:
+        """Rows as dicts keyed by column name; ``json_columns`` through ``decode``."""
 
 class NotHandledNatively(Exception):
     """Input the native serializer leaves to the upstream Python code."""

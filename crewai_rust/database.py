@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 import contextlib
 from contextlib import AbstractContextManager
 import os
@@ -138,13 +138,15 @@ class Cursor:
         self.description: tuple[tuple[str, None, None, None, None, None, None], ...] | None = None
         self.rowcount = -1
         self.lastrowid: int | None = None
-        self._rows: list[tuple[Any, ...]] = []
+        self._result: Any = None  # the native rows, read when the statement ran
+        self._rows: list[tuple[Any, ...]] | None = []
         self._next = 0
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
-        columns, rows, rowcount, lastrowid = self.connection._native.execute(sql, parameters)
+        columns, result, rowcount, lastrowid = self.connection._native.execute(sql, parameters)
         self.description = tuple((name, None, None, None, None, None, None) for name in columns) or None
-        self._rows, self._next = rows, 0
+        # Turned into tuples on the first fetch, or into dicts by fetchall_records.
+        self._result, self._rows, self._next = result, None, 0
         self.rowcount, self.lastrowid = rowcount, lastrowid
         return self
 
@@ -154,33 +156,68 @@ class Cursor:
             self.execute(sql, parameters)
             total += max(self.rowcount, 0)
         self.rowcount = total
-        self._rows, self._next = [], 0
+        self.close()
         return self
 
+    def _fetched(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            self._rows = self._result.tuples()
+        return self._rows
+
     def fetchone(self) -> tuple[Any, ...] | None:
-        if self._next >= len(self._rows):
+        rows = self._fetched()
+        if self._next >= len(rows):
             return None
-        row = self._rows[self._next]
+        row = rows[self._next]
         self._next += 1
         return row
 
     def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
         size = self.arraysize if size is None else size
-        rows = self._rows[self._next : self._next + size]
+        rows = self._fetched()[self._next : self._next + size]
         self._next += len(rows)
         return rows
 
     def fetchall(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:  # straight from the native rows, without a list of all of them
+            rows = self._result.tuples(self._next)
+            self._rows, self._next = [], 0
+            return rows
         rows = self._rows[self._next :]
         self._next = len(self._rows)
         return rows
+
+    def fetchall_records(self, json_columns: Collection[str] = ()) -> list[dict[str, Any]]:
+        """The remaining rows as dicts keyed by column name, in column order, with the
+        values of ``json_columns`` decoded as ``json.loads`` would (on the serialization
+        component's backend): what a store's loop over ``fetchall()`` builds, made natively."""
+        from crewai_rust.serialization import decoder
+
+        if self._rows is not None:  # partly fetched as tuples already
+            names = [column[0] for column in self.description or ()]
+            decode = decoder()
+            return [
+                {name: decode(value) if name in json_columns else value for name, value in zip(names, row)}
+                for row in self.fetchall()
+            ]
+        records = self._result.records(list(json_columns), decoder(), self._next)
+        self._rows, self._next = [], 0
+        return records
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         while (row := self.fetchone()) is not None:
             yield row
 
     def close(self) -> None:
-        self._rows, self._next = [], 0
+        self._result, self._rows, self._next = None, [], 0
+
+
+def fetch_records(cursor: Any, json_columns: Collection[str] = ()) -> list[dict[str, Any]] | None:
+    """``cursor``'s remaining rows as dicts (see :meth:`Cursor.fetchall_records`) when it is
+    the fork's cursor; None for a ``sqlite3`` cursor, whose caller builds the dicts itself."""
+    if isinstance(cursor, Cursor):
+        return cursor.fetchall_records(json_columns)
+    return None
 
 
 class Connection:

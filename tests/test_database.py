@@ -120,6 +120,89 @@ def test_values_round_trip_like_sqlite3(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_lazy_rows_fetch_like_sqlite3(tmp_path: Path) -> None:
+    use_backend("rust")
+    conn = database.connect(tmp_path / "lazy.db")
+    conn.execute("CREATE TABLE t (n)")
+    for n in range(5):
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+    conn.commit()
+    cursor = conn.execute("SELECT n FROM t ORDER BY n")
+    assert cursor.fetchone() == (0,)
+    assert cursor.fetchmany(2) == [(1,), (2,)]
+    assert cursor.fetchall() == [(3,), (4,)]
+    assert cursor.fetchall() == [] and cursor.fetchone() is None
+    assert conn.execute("SELECT n FROM t ORDER BY n").fetchall() == [(n,) for n in range(5)]
+    assert list(conn.execute("SELECT n FROM t WHERE n > 2 ORDER BY n")) == [(3,), (4,)]
+    # The rows are read when the statement runs, as sqlite3's are stepped before its first fetch.
+    cursor = conn.execute("SELECT n FROM t ORDER BY n")
+    conn.execute("DELETE FROM t")
+    conn.commit()
+    assert len(cursor.fetchall()) == 5
+    conn.close()
+
+
+JSON_COLUMNS_ROWS = [
+    ("a", '{"raw": "r", "n": 1, "nested": [1.5, null, true]}', "[]", 1),
+    ("é ✓", '"\\ud800 lone"', '{"big": 123456789012345678901234567890}', None),
+    ("c", "  [1, 2]  ", '"\\u00e9"', 2.5),
+]
+
+
+def _json_table(path: Path) -> Any:
+    conn = database.connect(path)
+    conn.execute("CREATE TABLE t (name TEXT, doc TEXT, extra TEXT, plain)")
+    for row in JSON_COLUMNS_ROWS:
+        conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", row)
+    conn.commit()
+    return conn
+
+
+@pytest.mark.parametrize("serialization", ["rust", "python"])
+def test_fetch_records_builds_what_a_loop_over_fetchall_builds(
+    tmp_path: Path, serialization: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREWAI_RUST_SERIALIZATION", "1" if serialization == "rust" else "0")
+    use_backend("rust")
+    conn = _json_table(tmp_path / "records.db")
+    expected = [
+        {"name": name, "doc": json.loads(doc), "extra": json.loads(extra), "plain": plain}
+        for name, doc, extra, plain in conn.execute("SELECT * FROM t").fetchall()
+    ]
+    records = database.fetch_records(conn.execute("SELECT * FROM t"), json_columns=("doc", "extra"))
+    assert records == expected
+    assert [list(record) for record in records] == [["name", "doc", "extra", "plain"]] * 3
+    assert records[1]["doc"] == "\ud800 lone"  # a lone surrogate escape, left to json.loads
+    # The rows not fetched yet, whichever way the cursor was read before.
+    cursor = conn.execute("SELECT * FROM t")
+    cursor.fetchone()
+    assert database.fetch_records(cursor, json_columns=("doc", "extra")) == expected[1:]
+    assert database.fetch_records(cursor, json_columns=("doc", "extra")) == []
+    cursor = conn.execute("SELECT name, plain FROM t")
+    assert database.fetch_records(cursor) == [{"name": r["name"], "plain": r["plain"]} for r in expected]
+    conn.close()
+
+
+def test_fetch_records_raises_what_json_loads_raises(tmp_path: Path) -> None:
+    use_backend("rust")
+    conn = _json_table(tmp_path / "bad-json.db")
+    conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", ("bad", "{oops", None, 0))
+    conn.commit()
+    with pytest.raises(json.JSONDecodeError) as native_error:
+        database.fetch_records(conn.execute("SELECT * FROM t"), json_columns=("doc",))
+    with pytest.raises(json.JSONDecodeError) as upstream_error:
+        json.loads("{oops")
+    assert str(native_error.value) == str(upstream_error.value)
+    with pytest.raises(TypeError, match="not NoneType"):  # json.loads(None), as upstream's loop
+        database.fetch_records(conn.execute("SELECT * FROM t"), json_columns=("extra",))
+    conn.close()
+
+
+def test_fetch_records_leaves_sqlite3_cursors_to_their_caller(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "plain.db") as conn:
+        assert database.fetch_records(conn.execute("SELECT 1"), json_columns=()) is None
+
+
 def test_bad_parameters_get_sqlite3_errors(tmp_path: Path) -> None:
     use_backend("rust")
     conn = database.connect(tmp_path / "bad.db")
@@ -221,6 +304,38 @@ def test_kickoff_outputs_written_by_one_backend_are_read_by_the_other(tmp_path: 
     _kickoff_storage(path).delete_all()
     use_backend(writer)
     assert _kickoff_storage(path).load() == []
+
+
+@pytest.mark.parametrize("serialization", ["rust", "python"])
+def test_kickoff_load_on_rust_equals_upstreams_loop(
+    tmp_path: Path, serialization: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The natively built records (patch 0011) equal, key order included, what
+    upstream's loop over sqlite3 rows builds from the same file."""
+    monkeypatch.setenv("CREWAI_RUST_SERIALIZATION", "1" if serialization == "rust" else "0")
+    path = tmp_path / "kickoff.db"
+    use_backend("rust")
+    storage = _kickoff_storage(path)
+    outputs = [{"raw": "é ✓ \ud800", "n": 2**70, "f": 0.1, "list": [None, True, {"k": []}]}, {}, {"raw": "x"}]
+    for i, output in enumerate(outputs):
+        storage.add(_task(i), output, i, inputs={"topic": "é", "i": i} if i else {})
+    built = []
+    fetchall_records = database.Cursor.fetchall_records
+
+    def spy(cursor: Any, json_columns: Any = ()) -> Any:
+        built.append(tuple(json_columns))
+        return fetchall_records(cursor, json_columns)
+
+    monkeypatch.setattr(database.Cursor, "fetchall_records", spy)
+    native = storage.load()
+    assert built == [("output", "inputs")]  # the native path ran
+    use_backend("python")
+    upstream = _kickoff_storage(path).load()
+    assert native == upstream and len(native) == 3
+    assert [list(row) for row in native] == [list(row) for row in upstream]
+    assert [type(value) for row in native for value in row.values()] == [
+        type(value) for row in upstream for value in row.values()
+    ]
 
 
 def test_kickoff_storage_errors_are_upstreams(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple};
 
+use crate::python_serialization::{CellDecoder, CollectorPaused};
 use crate::sqlite::{self, DbError, ErrorKind, Value};
 use crate::{build_info as info, vector};
 
@@ -141,14 +142,74 @@ fn to_values(py: Python<'_>, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<
     Ok(values)
 }
 
-fn to_py<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
+fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Integer(i) => i.into_pyobject(py)?.into_any(),
         Value::Real(f) => f.into_pyobject(py)?.into_any(),
-        Value::Text(s) => PyString::new(py, &s).into_any(),
-        Value::Blob(b) => PyBytes::new(py, &b).into_any(),
+        Value::Text(s) => PyString::new(py, s).into_any(),
+        Value::Blob(b) => PyBytes::new(py, b).into_any(),
     })
+}
+
+/// The rows a statement returned, read from SQLite with the GIL released and
+/// turned into Python objects when the cursor is fetched: as `sqlite3`'s
+/// tuples, or straight into the dicts a store builds from them.
+#[pyclass(module = "crewai_rust._native", frozen)]
+struct SqliteRows {
+    columns: Vec<String>,
+    rows: Vec<Vec<Value>>,
+}
+
+#[pymethods]
+impl SqliteRows {
+    fn __len__(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Rows `start..` as tuples.
+    #[pyo3(signature = (start = 0))]
+    fn tuples<'py>(&self, py: Python<'py>, start: usize) -> PyResult<Bound<'py, PyList>> {
+        let rows = self.rows.get(start..).unwrap_or_default();
+        let tuples = rows
+            .iter()
+            .map(|row| PyTuple::new(py, row.iter().map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, tuples)
+    }
+
+    /// Rows `start..` as dicts keyed by column name, in column order; the
+    /// values of `json_columns` go through `decode` (`json.loads` or a
+    /// `JsonDecoder`, which decodes here without a call into Python).
+    #[pyo3(signature = (json_columns, decode, start = 0))]
+    fn records<'py>(
+        &self,
+        py: Python<'py>,
+        json_columns: Vec<String>,
+        decode: &Bound<'py, PyAny>,
+        start: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let keys: Vec<Bound<'py, PyString>> = self.columns.iter().map(|name| PyString::intern(py, name)).collect();
+        let decoded: Vec<bool> = self.columns.iter().map(|name| json_columns.contains(name)).collect();
+        let rows = self.rows.get(start..).unwrap_or_default();
+        let mut cells = CellDecoder::new(decode);
+        let records = PyList::empty(py);
+        // Only fresh dicts and values are made here, unless `decode` is a Python callable.
+        let _paused = cells.is_native().then(|| CollectorPaused::new(py));
+        for row in rows {
+            let record = PyDict::new(py);
+            for ((key, value), &json) in keys.iter().zip(row).zip(&decoded) {
+                let item = match value {
+                    Value::Text(text) if json => cells.decode(text)?,
+                    other if json => decode.call1((to_py(py, other)?,))?,
+                    other => to_py(py, other)?,
+                };
+                record.set_item(key, item)?;
+            }
+            records.append(record)?;
+        }
+        Ok(records)
+    }
 }
 
 /// A connection pool for one SQLite file (WAL, busy timeout, statement cache).
@@ -225,7 +286,7 @@ impl SqliteConnection {
 
 #[pymethods]
 impl SqliteConnection {
-    /// Run one statement; returns (column names, rows as tuples, rowcount, lastrowid).
+    /// Run one statement; returns (column names, rows, rowcount, lastrowid).
     #[pyo3(signature = (sql, parameters = None))]
     fn execute<'py>(
         &self,
@@ -236,12 +297,9 @@ impl SqliteConnection {
         let values = to_values(py, parameters)?;
         let sql = sql.to_owned();
         let outcome = self.with_lease(py, move |lease| lease.execute(&sql, &values))?;
-        let rows = PyList::empty(py);
-        for row in outcome.rows {
-            let items = row.into_iter().map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
-            rows.append(PyTuple::new(py, items)?)?;
-        }
-        (outcome.columns, rows, outcome.rowcount, outcome.lastrowid).into_pyobject(py)
+        let columns = outcome.columns.clone();
+        let rows = Bound::new(py, SqliteRows { columns: outcome.columns, rows: outcome.rows })?;
+        (columns, rows, outcome.rowcount, outcome.lastrowid).into_pyobject(py)
     }
 
     fn commit(&self, py: Python<'_>) -> PyResult<()> {
@@ -285,6 +343,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add_class::<SqlitePool>()?;
     m.add_class::<SqliteConnection>()?;
+    m.add_class::<SqliteRows>()?;
     crate::python_serialization::register(m)?;
     crate::python_memory::register(m)?;
     Ok(())

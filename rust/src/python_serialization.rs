@@ -512,7 +512,11 @@ const MAX_SHARED_KEY: usize = 48;
 impl<'py> PySink<'py> {
     /// `source_len`: the document's length, which sizes the key table.
     fn new(py: Python<'py>, source_len: usize) -> Self {
-        let slots = (source_len / 32).next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
+        Self::with_key_slots(py, (source_len / 32).next_power_of_two())
+    }
+
+    fn with_key_slots(py: Python<'py>, slots: usize) -> Self {
+        let slots = slots.next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
         PySink { py, keys: vec![None; slots], open: 0 }
     }
 
@@ -596,25 +600,36 @@ impl<'py> Sink for PySink<'py> {
     }
 }
 
-/// Decode `text` natively; `Ok(None)` for what CPython must decode or word
-/// (lone surrogates, an invalid document, ...).
-fn decode_natively<'py>(text: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// Python's cyclic collector held off while native code only allocates: no
+/// Python code runs and nothing it makes is garbage, yet every 700 new
+/// containers would start a collection that walks them all (about 40% of a
+/// large document's decode time). Restored on drop, errors included.
+pub(crate) struct CollectorPaused {
+    was_on: bool,
+}
+
+impl CollectorPaused {
+    pub(crate) fn new(_py: Python<'_>) -> Self {
+        // SAFETY: a plain C API call; the GIL is held (the token proves it).
+        CollectorPaused { was_on: unsafe { ffi::PyGC_Disable() } == 1 }
+    }
+}
+
+impl Drop for CollectorPaused {
+    fn drop(&mut self) {
+        if self.was_on {
+            unsafe { ffi::PyGC_Enable() };
+        }
+    }
+}
+
+/// Decode `source` into `sink`; `Ok(None)` for what CPython must decode or
+/// word (an invalid document, a lone surrogate escape, ...).
+fn decode_into<'py>(sink: &mut PySink<'py>, source: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
     guarded(|| {
-        let Some(source) = utf8(text.as_any()) else {
-            return Ok(None); // lone surrogates
-        };
-        // The parse only allocates (no Python code runs, nothing it makes is
-        // garbage), yet every 700 new containers would start a collection
-        // that walks them all: about 40% of a large document's decode time.
-        // SAFETY: plain C API calls; the GIL is held throughout.
-        let collector_was_on = unsafe { ffi::PyGC_Disable() } == 1;
-        let mut sink = PySink::new(text.py(), source.len());
-        let parsed = json::parse(source, &mut sink);
+        let parsed = json::parse(source, sink);
         while sink.open > 0 {
             sink.close();
-        }
-        if collector_was_on {
-            unsafe { ffi::PyGC_Enable() };
         }
         match parsed {
             Ok(value) => Ok(Some(value)),
@@ -624,10 +639,49 @@ fn decode_natively<'py>(text: &Bound<'py, PyString>) -> PyResult<Option<Bound<'p
     })
 }
 
+fn decode_pystr<'py>(text: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(source) = utf8(text.as_any()) else {
+        return Ok(None); // lone surrogates
+    };
+    let _paused = CollectorPaused::new(text.py());
+    decode_into(&mut PySink::new(text.py(), source.len()), source)
+}
+
+/// Decodes the JSON cells of a store's rows with `decode`: natively when it
+/// is a [`JsonDecoder`] (one key table for all cells, since rows repeat their
+/// keys), else through the Python callable.
+pub(crate) struct CellDecoder<'py> {
+    decode: Bound<'py, PyAny>,
+    native: Option<PySink<'py>>,
+}
+
+impl<'py> CellDecoder<'py> {
+    pub(crate) fn new(decode: &Bound<'py, PyAny>) -> Self {
+        // The cells of a store's columns share a handful of keys.
+        let native = decode.cast::<JsonDecoder>().is_ok().then(|| PySink::with_key_slots(decode.py(), 64));
+        CellDecoder { decode: decode.clone(), native }
+    }
+
+    pub(crate) fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    pub(crate) fn decode(&mut self, text: &str) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(sink) = &mut self.native {
+            if let Some(value) = decode_into(sink, text)? {
+                return Ok(value);
+            }
+            let fallback = self.decode.cast::<JsonDecoder>()?.get().fallback.bind(self.decode.py()).clone();
+            return fallback.call1((text,));
+        }
+        self.decode.call1((text,))
+    }
+}
+
 /// `json.loads(text)` for a str.
 #[pyfunction]
 fn json_loads<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    decode_natively(text)?.ok_or_else(|| NotHandledNatively::new_err("left to CPython's json"))
+    decode_pystr(text)?.ok_or_else(|| NotHandledNatively::new_err("left to CPython's json"))
 }
 
 /// `json.loads(document)` as one callable: the native decoder, and `fallback`
@@ -648,7 +702,7 @@ impl JsonDecoder {
 
     fn __call__<'py>(&self, document: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(text) = document.cast::<PyString>() {
-            if let Some(value) = decode_natively(text)? {
+            if let Some(value) = decode_pystr(text)? {
                 return Ok(value);
             }
         }
