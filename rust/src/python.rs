@@ -13,6 +13,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, 
 
 use crate::python_serialization::{CellDecoder, CollectorPaused};
 use crate::sqlite::{self, DbError, ErrorKind, Value};
+use rusqlite::types::ValueRef;
 use crate::{build_info as info, vector};
 
 create_exception!(
@@ -142,14 +143,27 @@ fn to_values(py: Python<'_>, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<
     Ok(values)
 }
 
-fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+fn to_py<'py>(py: Python<'py>, value: ValueRef<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
-        Value::Null => py.None().into_bound(py),
-        Value::Integer(i) => i.into_pyobject(py)?.into_any(),
-        Value::Real(f) => f.into_pyobject(py)?.into_any(),
-        Value::Text(s) => PyString::new(py, s).into_any(),
-        Value::Blob(b) => PyBytes::new(py, b).into_any(),
+        ValueRef::Null => py.None().into_bound(py),
+        ValueRef::Integer(i) => i.into_pyobject(py)?.into_any(),
+        ValueRef::Real(f) => f.into_pyobject(py)?.into_any(),
+        ValueRef::Text(bytes) => text_to_py(py, bytes)?,
+        ValueRef::Blob(b) => PyBytes::new(py, b).into_any(),
     })
+}
+
+/// SQLite text as a str, decoded in one pass by CPython; bytes that are not
+/// UTF-8 become U+FFFD.
+fn text_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the pointer and length describe `bytes`; the GIL is held.
+    let strict = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyUnicode_FromStringAndSize(bytes.as_ptr().cast(), bytes.len() as pyo3::ffi::Py_ssize_t),
+        )
+    };
+    Ok(strict.unwrap_or_else(|_| PyString::new(py, &String::from_utf8_lossy(bytes)).into_any()))
 }
 
 /// The rows a statement returned, read from SQLite with the GIL released and
@@ -158,7 +172,7 @@ fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
 #[pyclass(module = "crewai_rust._native", frozen)]
 struct SqliteRows {
     columns: Vec<String>,
-    rows: Vec<Vec<Value>>,
+    rows: sqlite::Rows,
 }
 
 #[pymethods]
@@ -170,10 +184,8 @@ impl SqliteRows {
     /// Rows `start..` as tuples.
     #[pyo3(signature = (start = 0))]
     fn tuples<'py>(&self, py: Python<'py>, start: usize) -> PyResult<Bound<'py, PyList>> {
-        let rows = self.rows.get(start..).unwrap_or_default();
-        let tuples = rows
-            .iter()
-            .map(|row| PyTuple::new(py, row.iter().map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?))
+        let tuples = (start..self.rows.len())
+            .map(|i| PyTuple::new(py, self.rows.row(i).map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, tuples)
     }
@@ -191,16 +203,18 @@ impl SqliteRows {
     ) -> PyResult<Bound<'py, PyList>> {
         let keys: Vec<Bound<'py, PyString>> = self.columns.iter().map(|name| PyString::intern(py, name)).collect();
         let decoded: Vec<bool> = self.columns.iter().map(|name| json_columns.contains(name)).collect();
-        let rows = self.rows.get(start..).unwrap_or_default();
         let mut cells = CellDecoder::new(decode);
         let records = PyList::empty(py);
         // Only fresh dicts and values are made here, unless `decode` is a Python callable.
         let _paused = cells.is_native().then(|| CollectorPaused::new(py));
-        for row in rows {
+        for i in start..self.rows.len() {
             let record = PyDict::new(py);
-            for ((key, value), &json) in keys.iter().zip(row).zip(&decoded) {
+            for ((key, value), &json) in keys.iter().zip(self.rows.row(i)).zip(&decoded) {
                 let item = match value {
-                    Value::Text(text) if json => cells.decode(text)?,
+                    ValueRef::Text(bytes) if json => match std::str::from_utf8(bytes) {
+                        Ok(text) => cells.decode(text)?,
+                        Err(_) => decode.call1((text_to_py(py, bytes)?,))?,
+                    },
                     other if json => decode.call1((to_py(py, other)?,))?,
                     other => to_py(py, other)?,
                 };

@@ -241,11 +241,84 @@ impl Pool {
     }
 }
 
+/// Where a cell of [`Rows`] keeps its value: text and blobs as byte ranges
+/// of one shared buffer.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(usize, usize),
+    Blob(usize, usize),
+}
+
+/// A statement's result rows, row-major in one allocation plus one byte
+/// buffer: a query of many rows costs no allocation per row or per string.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    width: usize,
+    cells: Vec<Cell>,
+    bytes: Vec<u8>,
+}
+
+impl Rows {
+    fn push(&mut self, value: ValueRef<'_>) {
+        let mut span = |data: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(data);
+            (start, self.bytes.len())
+        };
+        let cell = match value {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Integer(i),
+            ValueRef::Real(f) => Cell::Real(f),
+            ValueRef::Text(t) => {
+                let (start, end) = span(t);
+                Cell::Text(start, end)
+            }
+            ValueRef::Blob(b) => {
+                let (start, end) = span(b);
+                Cell::Blob(start, end)
+            }
+        };
+        self.cells.push(cell);
+    }
+
+    pub fn len(&self) -> usize {
+        if self.width == 0 {
+            0
+        } else {
+            self.cells.len() / self.width
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// Row `index`'s values; text as SQLite stored it (UTF-8 unless a
+    /// writer stored otherwise).
+    pub fn row(&self, index: usize) -> impl ExactSizeIterator<Item = ValueRef<'_>> + '_ {
+        self.cells[index * self.width..(index + 1) * self.width].iter().map(|cell| match *cell {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(i),
+            Cell::Real(f) => ValueRef::Real(f),
+            Cell::Text(start, end) => ValueRef::Text(&self.bytes[start..end]),
+            Cell::Blob(start, end) => ValueRef::Blob(&self.bytes[start..end]),
+        })
+    }
+
+    /// Every row as owned values.
+    pub fn to_values(&self) -> Vec<Vec<Value>> {
+        (0..self.len()).map(|i| self.row(i).map(Value::from).collect()).collect()
+    }
+}
+
 /// What one statement produced, as `sqlite3.Cursor` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
+    pub rows: Rows,
     /// Rows changed by an INSERT/UPDATE/DELETE/REPLACE, else -1.
     pub rowcount: i64,
     pub lastrowid: i64,
@@ -304,18 +377,15 @@ impl Lease {
             conn.execute_batch("BEGIN")?;
         }
         let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
-        let mut rows = Vec::new();
+        let mut rows = Rows { width: columns.len(), ..Rows::default() };
         if columns.is_empty() {
             stmt.execute(params_from_iter(params.iter().map(SqlValue::from)))?;
         } else {
-            let width = columns.len();
             let mut cursor = stmt.query(params_from_iter(params.iter().map(SqlValue::from)))?;
             while let Some(row) = cursor.next()? {
-                let mut values = Vec::with_capacity(width);
-                for i in 0..width {
-                    values.push(Value::from(row.get_ref(i)?));
+                for i in 0..rows.width {
+                    rows.push(row.get_ref(i)?);
                 }
-                rows.push(values);
             }
         }
         let rowcount = if dml { conn.changes() as i64 } else { -1 };
@@ -383,7 +453,7 @@ mod tests {
     }
 
     fn rows(p: &Arc<Pool>, sql: &str) -> Vec<Vec<Value>> {
-        run(p, sql, &[]).unwrap().rows
+        run(p, sql, &[]).unwrap().rows.to_values()
     }
 
     fn tempdir() -> PathBuf {
@@ -418,7 +488,7 @@ mod tests {
         let p = pool(&dir);
         let mode = rows(&p, "PRAGMA journal_mode");
         assert_eq!(mode, vec![vec![Value::Text("wal".into())]]);
-        let json = run(&p, "SELECT json(jsonb(?))", &[Value::Text("{\"a\": [1, 2]}".into())]).unwrap().rows;
+        let json = run(&p, "SELECT json(jsonb(?))", &[Value::Text("{\"a\": [1, 2]}".into())]).unwrap().rows.to_values();
         assert_eq!(json, vec![vec![Value::Text("{\"a\":[1,2]}".into())]]);
     }
 
@@ -533,7 +603,7 @@ mod tests {
         let lease = p.lease(Duration::from_secs(1)).unwrap();
         let out = lease.execute("SELECT 1 AS one, 'x' AS two", &[]).unwrap();
         assert_eq!(out.columns, vec!["one", "two"]);
-        assert_eq!(out.rows, vec![vec![Value::Integer(1), Value::Text("x".into())]]);
+        assert_eq!(out.rows.to_values(), vec![vec![Value::Integer(1), Value::Text("x".into())]]);
         assert_eq!(out.rowcount, -1);
         let err = lease.execute("SELECT ?", &[]).unwrap_err();
         assert!(err.message.starts_with("Incorrect number of bindings supplied"), "{}", err.message);
