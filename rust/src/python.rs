@@ -256,8 +256,9 @@ impl SqlitePool {
         })
     }
 
-    fn close(&self) {
-        self.inner.close();
+    /// Waits for a background checkpoint in progress, with the GIL released.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close());
     }
 
     #[getter]
