@@ -11,6 +11,13 @@ pub mod memory;
 pub mod sqlite;
 pub mod vector;
 
+/// Lock `mutex`, also when a panic poisoned it: every panic here surfaces as
+/// a Python exception, and the data each of these mutexes guards stays
+/// consistent at every panic point (a pool of connections, a slot, a flag).
+pub(crate) fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(feature = "python")]
 mod python;
 #[cfg(feature = "python")]

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::ann::AnnIndex;
+use crate::locked;
 use crate::json::{self, Value};
 use crate::sqlite::{enter_wal_mode, DbError};
 use crate::vector::{f32_from_le_bytes, f32_le_bytes, half_squared_l2_kernel, squared_l2, to_half};
@@ -446,7 +447,7 @@ impl Mirror {
 
     /// Take an index a background build has finished.
     fn poll_index(&mut self) {
-        if let Some(index) = self.ann.inbox.ready.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(index) = locked(&self.ann.inbox.ready).take() {
             if !self.ann.disabled {
                 self.ann.index = Some(index);
             }
@@ -464,7 +465,7 @@ impl Mirror {
         let spawned = std::thread::Builder::new().name("crewai-rust-memory-index".into()).spawn(move || {
             // A failed build leaves search exact; the next large search retries.
             if let Ok(index) = std::panic::catch_unwind(|| AnnIndex::build(&vectors, dim, &labels, limit)) {
-                *inbox.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+                *locked(&inbox.ready) = Some(index);
             }
             inbox.building.store(false, AtomicOrdering::Release);
         });

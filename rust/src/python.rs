@@ -291,7 +291,7 @@ impl SqliteConnection {
     ) -> PyResult<T> {
         guarded(|| {
             py.detach(|| {
-                let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lease = crate::locked(&self.lease);
                 f(&mut lease)
             })
             .map_err(|err| db_error(py, err))

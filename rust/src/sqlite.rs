@@ -7,13 +7,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::hooks::Wal;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
+
+use crate::locked;
 
 /// A value crossing the Python boundary: SQLite's five storage classes.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,10 +155,6 @@ const CHECKPOINT_FRAMES: i32 = 1000;
 /// the background checkpoints are not keeping up, or this is a forked child
 /// without the checkpoint thread.
 const CHECKPOINT_INLINE_FRAMES: i32 = 8000;
-
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[derive(Default)]
 struct CheckpointState {
@@ -333,7 +331,7 @@ impl Pool {
         }
         let current = file_id(&self.path);
         loop {
-            let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let candidate = locked(&self.idle).pop();
             match candidate {
                 Some(pooled) if pooled.file.is_some() && pooled.file == current => return Ok(pooled),
                 Some(_stale) => continue, // the file was removed or replaced: drop it
@@ -346,7 +344,7 @@ impl Pool {
         if self.closed.load(Ordering::Acquire) || !pooled.conn.is_autocommit() {
             return; // closed, or left mid-transaction by an error: do not reuse
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = locked(&self.idle);
         if idle.len() < self.max_idle {
             idle.push(pooled);
         }
