@@ -497,6 +497,8 @@ struct PySink<'py> {
     /// documents repeat a few keys many times (CPython's scanner shares them
     /// too), and a miss costs one hash, never an allocation of ours.
     keys: Vec<Option<Bound<'py, PyString>>>,
+    /// The key table's size, allocated at the first key (scalars need none).
+    key_slots: usize,
     /// Arrays and objects open, each holding one `Py_EnterRecursiveCall` as
     /// CPython's scanner does; released as they close, or all at the end when
     /// the parse stops early.
@@ -512,12 +514,12 @@ const MAX_SHARED_KEY: usize = 48;
 impl<'py> PySink<'py> {
     /// `source_len`: the document's length, which sizes the key table.
     fn new(py: Python<'py>, source_len: usize) -> Self {
-        Self::with_key_slots(py, (source_len / 32).next_power_of_two())
+        Self::with_key_slots(py, source_len / 32)
     }
 
     fn with_key_slots(py: Python<'py>, slots: usize) -> Self {
-        let slots = slots.next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
-        PySink { py, keys: vec![None; slots], open: 0 }
+        let key_slots = slots.next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
+        PySink { py, keys: Vec::new(), key_slots, open: 0 }
     }
 
     fn open(&mut self, context: &'static std::ffi::CStr) -> PyResult<()> {
@@ -534,6 +536,9 @@ impl<'py> PySink<'py> {
     fn key(&mut self, key: &str) -> Bound<'py, PyString> {
         if key.len() > MAX_SHARED_KEY {
             return PyString::new(self.py, key);
+        }
+        if self.keys.is_empty() {
+            self.keys.resize(self.key_slots, None);
         }
         let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
         let slot = (hash as usize) & (self.keys.len() - 1);
@@ -651,15 +656,23 @@ fn decode_pystr<'py>(text: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, 
 /// is a [`JsonDecoder`] (one key table for all cells, since rows repeat their
 /// keys), else through the Python callable.
 pub(crate) struct CellDecoder<'py> {
-    decode: Bound<'py, PyAny>,
+    /// The native parser's sink, when `decode` is a `JsonDecoder`.
     native: Option<PySink<'py>>,
+    /// Where a cell goes that is not decoded natively: the `JsonDecoder`'s
+    /// fallback, or `decode` itself.
+    python: Bound<'py, PyAny>,
 }
 
 impl<'py> CellDecoder<'py> {
     pub(crate) fn new(decode: &Bound<'py, PyAny>) -> Self {
-        // The cells of a store's columns share a handful of keys.
-        let native = decode.cast::<JsonDecoder>().is_ok().then(|| PySink::with_key_slots(decode.py(), 64));
-        CellDecoder { decode: decode.clone(), native }
+        match decode.cast::<JsonDecoder>() {
+            // The cells of a store's columns share a handful of keys.
+            Ok(decoder) => CellDecoder {
+                native: Some(PySink::with_key_slots(decode.py(), 64)),
+                python: decoder.get().fallback.bind(decode.py()).clone(),
+            },
+            Err(_) => CellDecoder { native: None, python: decode.clone() },
+        }
     }
 
     pub(crate) fn is_native(&self) -> bool {
@@ -671,10 +684,8 @@ impl<'py> CellDecoder<'py> {
             if let Some(value) = decode_into(sink, text)? {
                 return Ok(value);
             }
-            let fallback = self.decode.cast::<JsonDecoder>()?.get().fallback.bind(self.decode.py()).clone();
-            return fallback.call1((text,));
         }
-        self.decode.call1((text,))
+        self.python.call1((text,))
     }
 }
 
