@@ -24,3 +24,23 @@ mod python;
 mod python_memory;
 #[cfg(feature = "python")]
 mod python_serialization;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::{Arc, Barrier};
+
+    /// Run `work` on `threads` threads released at the same moment; their results in order.
+    pub(crate) fn at_once<T: Send + 'static>(threads: usize, work: impl Fn() -> T + Send + Sync + 'static) -> Vec<T> {
+        let (start, work) = (Arc::new(Barrier::new(threads)), Arc::new(work));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (start, work) = (Arc::clone(&start), Arc::clone(&work));
+                std::thread::spawn(move || {
+                    start.wait();
+                    work()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+    }
+}

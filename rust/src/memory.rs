@@ -1341,6 +1341,7 @@ fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, r: &RecordData, vector: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::at_once;
 
     fn record(id: &str, scope: &str, categories: &[&str], created_key: i64, vector: Option<Vec<f32>>) -> RecordData {
         let cats: Vec<String> = categories.iter().map(|c| format!("\"{c}\"")).collect();
@@ -1637,18 +1638,9 @@ mod tests {
         for round in 0..20 {
             let dir = tempdir::Dir::new(&format!("race-{round}"));
             let path = dir.path().join("m.sqlite3");
-            let start = Arc::new(std::sync::Barrier::new(4));
-            let openers: Vec<_> = (0..4)
-                .map(|_| {
-                    let (path, start) = (path.clone(), Arc::clone(&start));
-                    std::thread::spawn(move || {
-                        start.wait();
-                        MemoryStore::open(path, Duration::from_secs(5)).and_then(|mut s| s.count_all())
-                    })
-                })
-                .collect();
-            for opener in openers {
-                assert_eq!(opener.join().unwrap().unwrap(), 0);
+            let opened = at_once(4, move || MemoryStore::open(&path, Duration::from_secs(5)).and_then(|mut s| s.count_all()));
+            for count in opened {
+                assert_eq!(count.unwrap(), 0);
             }
         }
     }

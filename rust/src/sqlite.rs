@@ -579,6 +579,7 @@ pub fn sqlite_version() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::at_once;
     use std::sync::Arc;
 
     fn pool(dir: &Path) -> Arc<Pool> {
@@ -763,20 +764,9 @@ mod tests {
         // The WAL switch of a new file is a lock upgrade SQLite does not wait
         // for; several openers racing on it must still all succeed.
         for round in 0..20 {
-            let dir = tempdir();
-            let path = dir.join(format!("race-{round}.db"));
-            let start = Arc::new(std::sync::Barrier::new(4));
-            let openers: Vec<_> = (0..4)
-                .map(|_| {
-                    let (path, start) = (path.clone(), Arc::clone(&start));
-                    std::thread::spawn(move || {
-                        start.wait();
-                        Pool::open(path, Duration::from_secs(5), 1).map(|_| ())
-                    })
-                })
-                .collect();
-            for opener in openers {
-                opener.join().unwrap().unwrap();
+            let path = tempdir().join(format!("race-{round}.db"));
+            for opened in at_once(4, move || Pool::open(&path, Duration::from_secs(5), 1).map(|_| ())) {
+                opened.unwrap();
             }
         }
     }
