@@ -432,6 +432,10 @@ TRICKY_DOCUMENTS = [
     '{"\\u00e9": "\\/"}', "1.0e-400", "123456789012345678901234567890", "[" * 600 + "]" * 600,
     " \x0c1", "1\x0b", "\xa01", "[1,\xa02]", "\u0661", "0e0", "-0e-0", "1E+0001", "1e-99999",
     '{"a" : [ ] , "b" :{ } }', '["\\u0000", "\\u001F", "\\uDBFF\\uDFFF"]', '"\t"', '"\x7f\x80"',
+    # Keys that share a slot of the decoder's key table (length, first and last eight bytes),
+    # and escaped keys whose values reuse the unescaping buffer.
+    '[{"prefix__one__suffix": 1, "prefix__two__suffix": 2}, {"prefix__two__suffix": 3, "prefix__one__suffix": 4}]',
+    '{"k\\n1": {"k\\t2": "v\\"2", "k3": ["a\\\\b", "\\u00e9"]}, "k\\u00e94": "long\\nvalue"}',
 ]
 
 

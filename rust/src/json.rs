@@ -10,8 +10,6 @@
 //! comes back as [`DecodeError::Unsupported`] so the caller can let CPython
 //! handle that document.
 
-use std::borrow::Cow;
-
 // ----------------------------------------------------------------------------- writing
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -307,6 +305,7 @@ pub trait Sink {
     type Value;
     type Array;
     type Object;
+    type Key;
     type Error;
 
     fn null(&mut self) -> Result<Self::Value, Self::Error>;
@@ -319,8 +318,11 @@ pub trait Sink {
     fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> Result<(), Self::Error>;
     fn finish_array(&mut self, array: Self::Array) -> Result<Self::Value, Self::Error>;
     fn new_object(&mut self) -> Result<Self::Object, Self::Error>;
+    /// An object's key, made as soon as it is read: the parser's string
+    /// buffer is reused by the value that follows.
+    fn key(&mut self, key: &str) -> Result<Self::Key, Self::Error>;
     /// Sets `key`; a repeated key replaces the earlier value, as in a dict.
-    fn insert(&mut self, object: &mut Self::Object, key: &str, value: Self::Value) -> Result<(), Self::Error>;
+    fn insert(&mut self, object: &mut Self::Object, key: Self::Key, value: Self::Value) -> Result<(), Self::Error>;
     fn finish_object(&mut self, object: Self::Object) -> Result<Self::Value, Self::Error>;
 }
 
@@ -368,7 +370,7 @@ impl<'t> Parser<'t> {
             Some(b'"') => {
                 self.pos += 1;
                 let s = self.string()?;
-                sink.string(&s).map_err(sink_err)
+                sink.string(s).map_err(sink_err)
             }
             Some(b'{') => self.object(sink),
             Some(b'[') => self.array(sink),
@@ -439,7 +441,8 @@ impl<'t> Parser<'t> {
                     return Err(DecodeError::Unsupported(INVALID));
                 }
                 self.pos += 1;
-                let key = self.string()?.into_owned();
+                let key = self.string()?;
+                let key = sink.key(key).map_err(DecodeError::Sink)?;
                 self.skip_whitespace();
                 if self.bytes.get(self.pos) != Some(&b':') {
                     return Err(DecodeError::Unsupported(INVALID));
@@ -447,7 +450,7 @@ impl<'t> Parser<'t> {
                 self.pos += 1;
                 self.skip_whitespace();
                 let value = self.value(sink)?;
-                sink.insert(&mut object, &key, value).map_err(DecodeError::Sink)?;
+                sink.insert(&mut object, key, value).map_err(DecodeError::Sink)?;
                 self.skip_whitespace();
                 match self.bytes.get(self.pos) {
                     Some(b',') => {
@@ -466,8 +469,10 @@ impl<'t> Parser<'t> {
         sink.finish_object(object).map_err(DecodeError::Sink)
     }
 
-    /// A string body after its opening quote. Borrowed when it has no escapes.
-    fn string<E>(&mut self) -> Result<Cow<'t, str>, DecodeError<E>> {
+    /// A string body after its opening quote: a slice of the document when
+    /// it has no escapes, else the unescaped text in the parser's buffer
+    /// (kept across strings, so escapes cost no allocation once it has grown).
+    fn string<E>(&mut self) -> Result<&str, DecodeError<E>> {
         let start = self.pos;
         loop {
             self.pos = first_special::<false>(self.bytes, self.pos);
@@ -475,7 +480,7 @@ impl<'t> Parser<'t> {
                 Some(b'"') => {
                     let s = &self.text[start..self.pos];
                     self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
+                    return Ok(s);
                 }
                 Some(b'\\') => break,
                 Some(&b) if b < 0x20 => return Err(DecodeError::Unsupported("control character in a string")),
@@ -492,10 +497,10 @@ impl<'t> Parser<'t> {
             match self.bytes.get(self.pos) {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(Cow::Owned(std::mem::take(&mut self.scratch)));
+                    return Ok(&self.scratch);
                 }
                 Some(b'\\') => {
-                    let escaped = *self.bytes.get(self.pos + 1).ok_or(DecodeError::Unsupported("unterminated string"))?;
+                    let escaped = *self.bytes.get(self.pos + 1).ok_or_else(|| DecodeError::Unsupported("unterminated string"))?;
                     self.pos += 2;
                     let ch = match escaped {
                         b'"' => '"',
@@ -518,10 +523,10 @@ impl<'t> Parser<'t> {
     }
 
     fn hex4<E>(&mut self) -> Result<u32, DecodeError<E>> {
-        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(DecodeError::Unsupported("invalid \\u escape"))?;
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or_else(|| DecodeError::Unsupported("invalid \\u escape"))?;
         let mut value = 0u32;
         for &d in digits {
-            let nibble = (d as char).to_digit(16).ok_or(DecodeError::Unsupported("invalid \\u escape"))?;
+            let nibble = (d as char).to_digit(16).ok_or_else(|| DecodeError::Unsupported("invalid \\u escape"))?;
             value = value * 16 + nibble;
         }
         self.pos += 4;
@@ -539,11 +544,11 @@ impl<'t> Parser<'t> {
                 return Err(DecodeError::Unsupported(LONE));
             }
             let code = 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00);
-            return char::from_u32(code).ok_or(DecodeError::Unsupported(LONE));
+            return char::from_u32(code).ok_or_else(|| DecodeError::Unsupported(LONE));
         }
         // A surrogate that the next escape does not complete stays lone in
         // CPython, which a Rust string cannot hold.
-        char::from_u32(first).ok_or(DecodeError::Unsupported(LONE))
+        char::from_u32(first).ok_or_else(|| DecodeError::Unsupported(LONE))
     }
 
     fn number<S: Sink>(&mut self, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
@@ -645,10 +650,10 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// Sets `key` in an insertion-ordered object, replacing an existing entry in
 /// place as a dict assignment does.
-pub fn set_entry(entries: &mut Vec<(String, Value)>, key: &str, value: Value) {
-    match entries.iter_mut().find(|(k, _)| k == key) {
+pub fn set_entry(entries: &mut Vec<(String, Value)>, key: String, value: Value) {
+    match entries.iter_mut().find(|(k, _)| *k == key) {
         Some(entry) => entry.1 = value,
-        None => entries.push((key.to_string(), value)),
+        None => entries.push((key, value)),
     }
 }
 
@@ -659,6 +664,7 @@ impl Sink for ValueSink {
     type Value = Value;
     type Array = Vec<Value>;
     type Object = Vec<(String, Value)>;
+    type Key = String;
     type Error = std::convert::Infallible;
 
     fn null(&mut self) -> Result<Value, Self::Error> {
@@ -692,7 +698,10 @@ impl Sink for ValueSink {
     fn new_object(&mut self) -> Result<Vec<(String, Value)>, Self::Error> {
         Ok(Vec::new())
     }
-    fn insert(&mut self, object: &mut Vec<(String, Value)>, key: &str, value: Value) -> Result<(), Self::Error> {
+    fn key(&mut self, key: &str) -> Result<String, Self::Error> {
+        Ok(key.to_string())
+    }
+    fn insert(&mut self, object: &mut Vec<(String, Value)>, key: String, value: Value) -> Result<(), Self::Error> {
         set_entry(object, key, value);
         Ok(())
     }
@@ -825,6 +834,25 @@ mod tests {
         assert_eq!(decode("-Infinity").unwrap(), V::Float(f64::NEG_INFINITY));
         assert_eq!(decode("1E+2").unwrap(), V::Float(100.0));
         assert_eq!(decode("1e400").unwrap(), V::Float(f64::INFINITY));
+    }
+
+    #[test]
+    fn escaped_keys_and_values_share_one_buffer_without_mixing() {
+        // The key is made before its value reuses the unescaping buffer.
+        let text = r#"{"k\n1": {"k\t2": "v\"2", "k3": ["a\\b", "\u00e9", "plain"]}, "k\u00e94": "long\nvalue\nlonger than any before it"}"#;
+        assert_eq!(
+            decode(text).unwrap(),
+            V::Object(vec![
+                (
+                    "k\n1".into(),
+                    V::Object(vec![
+                        ("k\t2".into(), V::Str("v\"2".into())),
+                        ("k3".into(), V::Array(vec![V::Str("a\\b".into()), V::Str("\u{e9}".into()), V::Str("plain".into())])),
+                    ])
+                ),
+                ("k\u{e9}4".into(), V::Str("long\nvalue\nlonger than any before it".into())),
+            ])
+        );
     }
 
     #[test]

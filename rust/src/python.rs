@@ -204,11 +204,18 @@ impl SqliteRows {
         let keys: Vec<Bound<'py, PyString>> = self.columns.iter().map(|name| PyString::intern(py, name)).collect();
         let decoded: Vec<bool> = self.columns.iter().map(|name| json_columns.contains(name)).collect();
         let mut cells = CellDecoder::new(decode);
-        let records = PyList::empty(py);
+        // Each record starts as a copy of a dict holding every key: CPython
+        // copies its key table in one piece, where inserting the keys one
+        // by one would grow the table twice per record.
+        let template = PyDict::new(py);
+        for key in &keys {
+            template.set_item(key, py.None())?;
+        }
+        let mut records = Vec::with_capacity(self.rows.len().saturating_sub(start));
         // Only fresh dicts and values are made here, unless `decode` is a Python callable.
         let _paused = cells.is_native().then(|| CollectorPaused::new(py));
         for i in start..self.rows.len() {
-            let record = PyDict::new(py);
+            let record = template.copy()?;
             for ((key, value), &json) in keys.iter().zip(self.rows.row(i)).zip(&decoded) {
                 let item = match value {
                     ValueRef::Text(bytes) if json => match std::str::from_utf8(bytes) {
@@ -220,9 +227,9 @@ impl SqliteRows {
                 };
                 record.set_item(key, item)?;
             }
-            records.append(record)?;
+            records.push(record);
         }
-        Ok(records)
+        PyList::new(py, records)
     }
 }
 

@@ -496,13 +496,16 @@ struct PySink<'py> {
     /// Object keys made so far, direct-mapped by a hash of their text:
     /// documents repeat a few keys many times (CPython's scanner shares them
     /// too), and a miss costs one hash, never an allocation of ours.
-    keys: Vec<Option<Bound<'py, PyString>>>,
+    keys: Vec<Option<SharedKey<'py>>>,
     /// The key table's size, allocated at the first key (scalars need none).
     key_slots: usize,
     /// Arrays and objects open, each holding one `Py_EnterRecursiveCall` as
     /// CPython's scanner does; released as they close, or all at the end when
     /// the parse stops early.
     open: usize,
+    /// The items of the arrays being read, innermost last: one buffer for
+    /// the whole parse instead of a vector per array.
+    items: Vec<Bound<'py, PyAny>>,
 }
 
 /// The key table's size bounds: a few slots for a small document (it is
@@ -510,6 +513,31 @@ struct PySink<'py> {
 const MIN_KEY_SLOTS: usize = 8;
 const MAX_KEY_SLOTS: usize = 512;
 const MAX_SHARED_KEY: usize = 48;
+
+/// A slot hash of a key from its length and its first and last eight bytes:
+/// two multiplies instead of one per byte. Keys that differ only in between
+/// share a slot, which costs a miss, never a wrong key.
+fn key_hash(key: &[u8]) -> u64 {
+    fn word(bytes: &[u8]) -> u64 {
+        let mut buf = [0u8; 8];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(buf)
+    }
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let head = word(&key[..key.len().min(8)]);
+    let tail = word(&key[key.len().saturating_sub(8)..]);
+    let h = (head ^ key.len() as u64).wrapping_mul(K);
+    let h = (h.rotate_left(29) ^ tail).wrapping_mul(K);
+    h ^ (h >> 32)
+}
+
+/// A key in the table, with its text kept beside it so a hit is one byte
+/// comparison, never a call into CPython for the str's UTF-8.
+struct SharedKey<'py> {
+    len: u8,
+    text: [u8; MAX_SHARED_KEY],
+    string: Bound<'py, PyString>,
+}
 
 impl<'py> PySink<'py> {
     /// `source_len`: the document's length, which sizes the key table.
@@ -519,7 +547,7 @@ impl<'py> PySink<'py> {
 
     fn with_key_slots(py: Python<'py>, slots: usize) -> Self {
         let key_slots = slots.next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
-        PySink { py, keys: Vec::new(), key_slots, open: 0 }
+        PySink { py, keys: Vec::new(), key_slots, open: 0, items: Vec::new() }
     }
 
     fn open(&mut self, context: &'static std::ffi::CStr) -> PyResult<()> {
@@ -533,30 +561,33 @@ impl<'py> PySink<'py> {
         unsafe { ffi::Py_LeaveRecursiveCall() };
     }
 
-    fn key(&mut self, key: &str) -> Bound<'py, PyString> {
+    fn shared_key(&mut self, key: &str) -> Bound<'py, PyString> {
         if key.len() > MAX_SHARED_KEY {
             return PyString::new(self.py, key);
         }
         if self.keys.is_empty() {
-            self.keys.resize(self.key_slots, None);
+            self.keys.resize_with(self.key_slots, || None);
         }
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let slot = (hash as usize) & (self.keys.len() - 1);
+        let slot = (key_hash(key.as_bytes()) as usize) & (self.keys.len() - 1);
         if let Some(known) = &self.keys[slot] {
-            if utf8(known.as_any()) == Some(key) {
-                return known.clone();
+            if &known.text[..known.len as usize] == key.as_bytes() {
+                return known.string.clone();
             }
         }
         let made = PyString::new(self.py, key);
-        self.keys[slot] = Some(made.clone());
+        let mut text = [0u8; MAX_SHARED_KEY];
+        text[..key.len()].copy_from_slice(key.as_bytes());
+        self.keys[slot] = Some(SharedKey { len: key.len() as u8, text, string: made.clone() });
         made
     }
 }
 
 impl<'py> Sink for PySink<'py> {
     type Value = Bound<'py, PyAny>;
-    type Array = Vec<Bound<'py, PyAny>>;
+    /// Where the array's items start in `items`.
+    type Array = usize;
     type Object = Bound<'py, PyDict>;
+    type Key = Bound<'py, PyString>;
     type Error = PyErr;
 
     fn null(&mut self) -> PyResult<Self::Value> {
@@ -581,22 +612,24 @@ impl<'py> Sink for PySink<'py> {
     }
     fn new_array(&mut self) -> PyResult<Self::Array> {
         self.open(c" while decoding a JSON array from a unicode string")?;
-        Ok(Vec::new())
+        Ok(self.items.len())
     }
-    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
-        array.push(value);
+    fn push(&mut self, _: &mut Self::Array, value: Self::Value) -> PyResult<()> {
+        self.items.push(value);
         Ok(())
     }
-    fn finish_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
+    fn finish_array(&mut self, first: Self::Array) -> PyResult<Self::Value> {
         self.close();
-        Ok(PyList::new(self.py, array)?.into_any())
+        Ok(PyList::new(self.py, self.items.drain(first..))?.into_any())
     }
     fn new_object(&mut self) -> PyResult<Self::Object> {
         self.open(c" while decoding a JSON object from a unicode string")?;
         Ok(PyDict::new(self.py))
     }
-    fn insert(&mut self, object: &mut Self::Object, key: &str, value: Self::Value) -> PyResult<()> {
-        let key = self.key(key);
+    fn key(&mut self, key: &str) -> PyResult<Self::Key> {
+        Ok(self.shared_key(key))
+    }
+    fn insert(&mut self, object: &mut Self::Object, key: Self::Key, value: Self::Value) -> PyResult<()> {
         object.set_item(key, value)
     }
     fn finish_object(&mut self, object: Self::Object) -> PyResult<Self::Value> {
@@ -1026,7 +1059,7 @@ fn python_to_value(obj: &Bound<'_, PyAny>, field: &str, depth: usize) -> PyResul
                         type_name(&key).unwrap_or_default()
                     ))
                 })?;
-                json::set_entry(&mut entries, key.to_str()?, python_to_value(&value, field, depth + 1)?);
+                json::set_entry(&mut entries, key.to_str()?.to_owned(), python_to_value(&value, field, depth + 1)?);
             }
             Ok(Value::Object(entries))
         }
