@@ -120,6 +120,21 @@ def test_values_round_trip_like_sqlite3(tmp_path: Path) -> None:
     conn.close()
 
 
+
+def test_sorts_beyond_the_page_cache_stay_in_memory(tmp_path: Path) -> None:
+    """A sorted read larger than SQLite's 2 MB cache (a long run's kickoff
+    outputs) is sorted in memory, not spilled to a temporary file."""
+    use_backend("rust")
+    conn = database.connect(tmp_path / "sort.db")
+    assert conn.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    conn.execute("CREATE TABLE t (k INTEGER, v TEXT)")
+    keys = [(i * 7919) % 3000 for i in range(3000)]
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(k, f"{k:04d}" * 256) for k in keys])
+    conn.commit()
+    rows = conn.execute("SELECT k, v FROM t ORDER BY k").fetchall()
+    assert [k for k, _ in rows] == sorted(keys) and rows[5][1] == "0005" * 256
+    conn.close()
+
 def test_lazy_rows_fetch_like_sqlite3(tmp_path: Path) -> None:
     use_backend("rust")
     conn = database.connect(tmp_path / "lazy.db")

@@ -46,20 +46,33 @@ def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 _KICKOFF_ROWS = "SELECT task_id, task_key, expected_output, output, task_index, inputs, was_replayed FROM latest_kickoff_task_outputs ORDER BY task_index"
 
 
-def _kickoff_pair(label: str, rows: int) -> tuple[Any, Any, list[Any]]:
+def _small_output(index: int) -> dict[str, Any]:
+    return {"raw": f"output {index}", "n": index}
+
+
+def _task_output_row(index: int) -> dict[str, Any]:
+    """What ``Crew._store_execution_log`` stores for a task whose agent made ten LLM messages (6 KB of JSON)."""
+    from crewai_rust.bench.serialization import _kickoff_row, _task_output
+
+    return _kickoff_row(_task_output(index))
+
+
+def _kickoff_pair(label: str, rows: int, output: Callable[[int], dict[str, Any]] = _small_output,
+                  ) -> tuple[Any, Any, list[Any]]:
     """Two kickoff stores (python, rust) holding the same ``rows`` task outputs."""
     from crewai import Task
     from crewai.memory.storage.kickoff_task_outputs_storage import KickoffTaskOutputsSQLiteStorage
 
     tasks = [Task(description=f"task {i}", expected_output=f"expected {i}") for i in range(rows)]
+    outputs = [output(i) for i in range(rows)]
     stores = []
     for backend in ("python", "rust"):
-        path = _path(f"kickoff-{label}-{rows}-{backend}.db")
-        with forced_backend("database", backend):  # type: ignore[arg-type]
+        path = _path(f"kickoff-{label}-{rows}-{output.__name__}-{backend}.db")
+        with forced_backend("database", backend), forced_backend("serialization", backend):  # type: ignore[arg-type]
             store = KickoffTaskOutputsSQLiteStorage(str(path))
             store.delete_all()
             for i, task in enumerate(tasks):
-                store.add(task, {"raw": f"output {i}", "n": i}, i, inputs={"topic": "bench"})
+                store.add(task, outputs[i], i, inputs={"topic": "bench"})
         stores.append(store)
     return stores[0], stores[1], tasks
 
@@ -102,16 +115,19 @@ def kickoff_update_cases(quick: bool) -> Iterator[Case]:
 
 
 @workload("database.kickoff_load", component="database",
-          description="KickoffTaskOutputsSQLiteStorage.load of all N rows (JSON decoded)")
+          description="KickoffTaskOutputsSQLiteStorage.load of all N rows (JSON decoded): small outputs "
+                      "({raw, n}), then full task outputs as a crew stores them (6 KB each)")
 def kickoff_load_cases(quick: bool) -> Iterator[Case]:
+    def check(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
+        strip = lambda rows: [{k: v for k, v in row.items() if k != "timestamp"} for row in rows]  # noqa: E731
+        assert strip(expected) == strip(got) and len(got) == len(expected)
+
     for rows in (10, 100) if quick else (10, 100, 1000):
         py, rs, _ = _kickoff_pair("load", rows)
-
-        def check(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
-            strip = lambda rows: [{k: v for k, v in row.items() if k != "timestamp"} for row in rows]  # noqa: E731
-            assert strip(expected) == strip(got) and len(got) == len(expected)
-
         yield Case(f"{rows} rows", _on("python", py.load), _on("rust", rs.load), check)
+    for rows in (10,) if quick else (100, 1000):
+        py, rs, _ = _kickoff_pair("load", rows, _task_output_row)
+        yield Case(f"{rows} task outputs", _on("python", py.load), _on("rust", rs.load), check)
 
 
 @workload("database.execution_log", component="database",

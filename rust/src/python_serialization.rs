@@ -496,7 +496,10 @@ struct PySink<'py> {
     /// Object keys made so far, direct-mapped by a hash of their text:
     /// documents repeat a few keys many times (CPython's scanner shares them
     /// too), and a miss costs one hash, never an allocation of ours.
-    keys: Vec<Option<SharedKey<'py>>>,
+    keys: Vec<SharedKey<'py>>,
+    /// The text of the keys in `keys`, one after another, so a hit is one
+    /// byte comparison, never a call into CPython for the str's UTF-8.
+    key_text: Vec<u8>,
     /// The key table's size, allocated at the first key (scalars need none).
     key_slots: usize,
     /// Arrays and objects open, each holding one `Py_EnterRecursiveCall` as
@@ -518,36 +521,40 @@ const MAX_SHARED_KEY: usize = 48;
 /// two multiplies instead of one per byte. Keys that differ only in between
 /// share a slot, which costs a miss, never a wrong key.
 fn key_hash(key: &[u8]) -> u64 {
-    fn word(bytes: &[u8]) -> u64 {
-        let mut buf = [0u8; 8];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        u64::from_le_bytes(buf)
-    }
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let head = word(&key[..key.len().min(8)]);
-    let tail = word(&key[key.len().saturating_sub(8)..]);
-    let h = (head ^ key.len() as u64).wrapping_mul(K);
+    let n = key.len();
+    // Overlapping loads cover every byte of a key up to 16 bytes long.
+    let (head, tail) = if n >= 8 {
+        (u64::from_le_bytes(key[..8].try_into().unwrap()), u64::from_le_bytes(key[n - 8..].try_into().unwrap()))
+    } else if n >= 4 {
+        (u32::from_le_bytes(key[..4].try_into().unwrap()) as u64, u32::from_le_bytes(key[n - 4..].try_into().unwrap()) as u64)
+    } else if n > 0 {
+        (key[0] as u64 | (key[n / 2] as u64) << 8 | (key[n - 1] as u64) << 16, 0)
+    } else {
+        (0, 0)
+    };
+    let h = (head ^ n as u64).wrapping_mul(K);
     let h = (h.rotate_left(29) ^ tail).wrapping_mul(K);
     h ^ (h >> 32)
 }
 
-/// A key in the table, with its text kept beside it so a hit is one byte
-/// comparison, never a call into CPython for the str's UTF-8.
+/// A slot of the key table: the str, and where its text is in `key_text`.
+/// Small (16 bytes), since a small document's decode allocates the table.
 struct SharedKey<'py> {
-    len: u8,
-    text: [u8; MAX_SHARED_KEY],
-    string: Bound<'py, PyString>,
+    start: u32,
+    len: u32,
+    string: Option<Bound<'py, PyString>>,
 }
 
 impl<'py> PySink<'py> {
     /// `source_len`: the document's length, which sizes the key table.
     fn new(py: Python<'py>, source_len: usize) -> Self {
-        Self::with_key_slots(py, source_len / 32)
+        Self::with_key_slots(py, source_len / 256)
     }
 
     fn with_key_slots(py: Python<'py>, slots: usize) -> Self {
         let key_slots = slots.next_power_of_two().clamp(MIN_KEY_SLOTS, MAX_KEY_SLOTS);
-        PySink { py, keys: Vec::new(), key_slots, open: 0, items: Vec::new() }
+        PySink { py, keys: Vec::new(), key_text: Vec::new(), key_slots, open: 0, items: Vec::new() }
     }
 
     fn open(&mut self, context: &'static std::ffi::CStr) -> PyResult<()> {
@@ -566,18 +573,23 @@ impl<'py> PySink<'py> {
             return PyString::new(self.py, key);
         }
         if self.keys.is_empty() {
-            self.keys.resize_with(self.key_slots, || None);
+            self.keys.resize_with(self.key_slots, || SharedKey { start: 0, len: 0, string: None });
         }
         let slot = (key_hash(key.as_bytes()) as usize) & (self.keys.len() - 1);
-        if let Some(known) = &self.keys[slot] {
-            if &known.text[..known.len as usize] == key.as_bytes() {
-                return known.string.clone();
+        let known = &self.keys[slot];
+        if let Some(string) = &known.string {
+            let start = known.start as usize;
+            if &self.key_text[start..start + known.len as usize] == key.as_bytes() {
+                return string.clone();
             }
         }
         let made = PyString::new(self.py, key);
-        let mut text = [0u8; MAX_SHARED_KEY];
-        text[..key.len()].copy_from_slice(key.as_bytes());
-        self.keys[slot] = Some(SharedKey { len: key.len() as u8, text, string: made.clone() });
+        let start = self.key_text.len();
+        if start > u32::MAX as usize - MAX_SHARED_KEY {
+            return made;
+        }
+        self.key_text.extend_from_slice(key.as_bytes());
+        self.keys[slot] = SharedKey { start: start as u32, len: key.len() as u32, string: Some(made.clone()) };
         made
     }
 }

@@ -318,6 +318,11 @@ impl Pool {
         // WAL + NORMAL: a commit survives a process crash; only an OS crash or
         // power loss may drop the last transactions (the file stays intact).
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        // Sorts (kickoff outputs are read ORDER BY task_index) stay in
+        // memory: past cache_size (2 MB) SQLite otherwise spills them to a
+        // temporary file and reads them back, which was a sixth of loading
+        // 1,000 real task outputs. The caller holds every sorted row anyway.
+        conn.execute_batch("PRAGMA temp_store=MEMORY")?;
         self.checkpointer.install(&mut conn)?;
         Ok(Pooled { conn, file: file_id(&self.path) })
     }
