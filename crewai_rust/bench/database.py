@@ -85,11 +85,13 @@ def _same_kickoff_files(python_store: Any, rust_store: Any) -> Callable[[Any, An
     return check
 
 
-def _kickoff_write_cases(quick: bool, label: str, write: Callable[[Any, list[Any], int], None]) -> Iterator[Case]:
-    for rows in (10, 100) if quick else (10, 100, 1000):
-        py, rs, tasks = _kickoff_pair(label, rows)
+def _kickoff_write_cases(quick: bool, label: str, write: Callable[[Any, list[Any], int], None],
+                         output: Callable[[int], dict[str, Any]] = _small_output) -> Iterator[Case]:
+    sizes = (10, 100) if quick else (10, 100, 1000)
+    for rows in sizes if output is _small_output else sizes[-1:]:
+        py, rs, tasks = _kickoff_pair(label, rows, output)
         yield Case(
-            f"{rows} rows",
+            f"{rows} rows" if output is _small_output else f"{rows} task outputs",
             _on("python", lambda py=py, tasks=tasks, rows=rows: write(py, tasks, rows)),
             _on("rust", lambda rs=rs, tasks=tasks, rows=rows: write(rs, tasks, rows)),
             _same_kickoff_files(py, rs),
@@ -97,12 +99,19 @@ def _kickoff_write_cases(quick: bool, label: str, write: Callable[[Any, list[Any
 
 
 @workload("database.kickoff_add", component="database",
-          description="KickoffTaskOutputsSQLiteStorage.add (INSERT OR REPLACE) into a store of N rows")
+          description="KickoffTaskOutputsSQLiteStorage.add (INSERT OR REPLACE) into a store of N rows: small "
+                      "outputs, then a full task output as a crew stores it")
 def kickoff_add_cases(quick: bool) -> Iterator[Case]:
     def add(store: Any, tasks: list[Any], rows: int) -> None:
         store.add(tasks[rows // 2], {"raw": "replaced", "n": -1}, rows // 2, inputs={"topic": "bench"})
 
-    return _kickoff_write_cases(quick, "add", add)
+    task_output = _task_output_row(-1)
+
+    def add_task_output(store: Any, tasks: list[Any], rows: int) -> None:
+        store.add(tasks[rows // 2], task_output, rows // 2, inputs={"topic": "bench"})
+
+    yield from _kickoff_write_cases(quick, "add", add)
+    yield from _kickoff_write_cases(quick, "add", add_task_output, _task_output_row)
 
 
 @workload("database.kickoff_update", component="database",
