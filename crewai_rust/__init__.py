@@ -26,7 +26,6 @@ from crewai_rust._backend import (
     use_rust,
 )
 
-
 _native = load_native()
 
 #: True when the native module imported; components may still be switched off.

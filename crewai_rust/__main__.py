@@ -4,5 +4,4 @@ import sys
 
 from crewai_rust.cli import main
 
-
 sys.exit(main())

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, Literal
 
-
 logger = logging.getLogger("crewai_rust")
 
 COMPONENTS: tuple[str, ...] = ("memory", "tools", "tasks", "serialization", "database")

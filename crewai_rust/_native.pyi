@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 class RustPanicError(RuntimeError):
     """A panic inside the native code, raised instead of aborting."""
@@ -52,7 +52,7 @@ class SqliteRows:
     """A statement's rows, read with the GIL released, turned into Python objects on demand."""
 
     def __len__(self) -> int: ...
-    def tuples(self, start: int = 0) -> list[tuple[Any, ...]]: ...
+    def tuples(self, start: int = 0, stop: int | None = None) -> list[tuple[Any, ...]]: ...
     def records(
         self, json_columns: list[str], decode: Callable[[Any], Any], start: int = 0
     ) -> list[dict[str, Any]]:
@@ -123,10 +123,10 @@ class EmbeddingDimensionError(ValueError):
 # A record in LanceDB's row layout: id, content, scope, categories_str,
 # metadata_str, importance, created_at, created_key (microseconds),
 # last_accessed, source, private, vector (float32 little-endian bytes or None).
-MemoryRow = tuple[str, str, str, str, str, float, str, int, str, str, bool, bytes | None]
+MemoryRow: TypeAlias = tuple[str, str, str, str, str, float, str, int, str, str, bool, bytes | None]
 # scope match ("any" | "prefix" | "prefix_or_root" | "range", a, b),
 # categories, metadata filter as JSON, created_key upper bound.
-MemoryFilter = tuple[str, str | None, str | None, list[str], str | None, int | None]
+MemoryFilter: TypeAlias = tuple[str, str | None, str | None, list[str], str | None, int | None]
 
 class MemoryStore:
     """The native memory store (crewai_rust.memory.RustMemoryStorage owns the public API)."""

@@ -32,17 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-from collections.abc import Callable, Collection, Iterator, Sequence
 import contextlib
-from contextlib import AbstractContextManager
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crewai_rust._backend import load_native, use_rust
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _SQLITE3_CONNECT = sqlite3.connect
 try:
@@ -139,14 +141,14 @@ class Cursor:
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._result: Any = None  # the native rows, read when the statement ran
-        self._rows: list[tuple[Any, ...]] | None = []
-        self._next = 0
+        self._next = 0  # the first row not fetched yet
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
         columns, result, rowcount, lastrowid = self.connection._native.execute(sql, parameters)
         self.description = tuple((name, None, None, None, None, None, None) for name in columns) or None
-        # Turned into tuples on the first fetch, or into dicts by fetchall_records.
-        self._result, self._rows, self._next = result, None, 0
+        # Rows become tuples (or dicts, by fetchall_records) as they are fetched,
+        # so a cell sqlite3 cannot return raises at the row sqlite3 raises at.
+        self._result, self._next = result, 0
         self.rowcount, self.lastrowid = rowcount, lastrowid
         return self
 
@@ -159,33 +161,22 @@ class Cursor:
         self.close()
         return self
 
-    def _fetched(self) -> list[tuple[Any, ...]]:
-        if self._rows is None:
-            self._rows = self._result.tuples()
-        return self._rows
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        rows = self._fetched()
-        if self._next >= len(rows):
-            return None
-        row = rows[self._next]
-        self._next += 1
-        return row
-
-    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
-        size = self.arraysize if size is None else size
-        rows = self._fetched()[self._next : self._next + size]
+    def _take(self, count: int | None) -> list[tuple[Any, ...]]:
+        if self._result is None:
+            return []
+        rows = self._result.tuples(self._next, None if count is None else self._next + count)
         self._next += len(rows)
         return rows
 
+    def fetchone(self) -> tuple[Any, ...] | None:
+        rows = self._take(1)
+        return rows[0] if rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
+        return self._take(self.arraysize if size is None else size)
+
     def fetchall(self) -> list[tuple[Any, ...]]:
-        if self._rows is None:  # straight from the native rows, without a list of all of them
-            rows = self._result.tuples(self._next)
-            self._rows, self._next = [], 0
-            return rows
-        rows = self._rows[self._next :]
-        self._next = len(self._rows)
-        return rows
+        return self._take(None)
 
     def fetchall_records(self, json_columns: Collection[str] = ()) -> list[dict[str, Any]]:
         """The remaining rows as dicts keyed by column name, in column order, with the
@@ -193,15 +184,10 @@ class Cursor:
         component's backend): what a store's loop over ``fetchall()`` builds, made natively."""
         from crewai_rust.serialization import decoder
 
-        if self._rows is not None:  # partly fetched as tuples already
-            names = [column[0] for column in self.description or ()]
-            decode = decoder()
-            return [
-                {name: decode(value) if name in json_columns else value for name, value in zip(names, row)}
-                for row in self.fetchall()
-            ]
+        if self._result is None:
+            return []
         records = self._result.records(list(json_columns), decoder(), self._next)
-        self._rows, self._next = [], 0
+        self._next = len(self._result)
         return records
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
@@ -209,7 +195,7 @@ class Cursor:
             yield row
 
     def close(self) -> None:
-        self._result, self._rows, self._next = None, [], 0
+        self._result, self._next = None, 0
 
 
 def fetch_records(cursor: Any, json_columns: Collection[str] = ()) -> list[dict[str, Any]] | None:
@@ -249,7 +235,7 @@ class Connection:
     def in_transaction(self) -> bool:
         return bool(self._native.in_transaction)
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         if self._native.closed:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         return self
@@ -307,7 +293,7 @@ class AsyncConnection:
         self._key = key
         self._connection: Connection | None = None
 
-    async def __aenter__(self) -> AsyncConnection:
+    async def __aenter__(self) -> Self:
         native = await asyncio.to_thread(lambda: _pool_for(self._key).connect(_DEFAULT_TIMEOUT))
         self._connection = Connection(native)
         return self

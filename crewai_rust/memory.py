@@ -42,8 +42,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crewai_rust._backend import NativeModuleMissingError, decider, load_native, native_import_error, use_rust
-
+from crewai_rust._backend import (
+    NativeModuleMissingError,
+    decider,
+    load_native,
+    native_import_error,
+    use_rust,
+)
 
 if TYPE_CHECKING:
     from crewai.memory.storage.backend import StorageBackend
@@ -166,7 +171,8 @@ def _scope_prefix(value: str | None, field: str = "scope_prefix") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"{field} must be a str or None, not {type(value).__name__}")
+        # ValueError like every other bad search argument of this storage (tested).
+        raise ValueError(f"{field} must be a str or None, not {type(value).__name__}")  # noqa: TRY004
     return value.rstrip("/") if value.strip("/") else None
 
 

@@ -26,18 +26,18 @@ expected to be free of side effects, as ``json`` assumes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import functools
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crewai_rust._backend import decider, load_native
 
-
 if TYPE_CHECKING:
     from crewai.utilities.serialization import Serializable
 
-__all__ = ["AgentMessage", "decoder", "dumps", "loads", "serializer_override", "to_serializable"]
+# AgentMessage comes from the native module on first access (module __getattr__).
+__all__ = ["AgentMessage", "decoder", "dumps", "loads", "serializer_override", "to_serializable"]  # noqa: F822
 
 _JSONEncoder = json.JSONEncoder
 _on_rust = decider("serialization")

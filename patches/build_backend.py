@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 import maturin
-from maturin import *  # noqa: F403  (the hooks this backend does not wrap)
+from maturin import *
 
 from patches import tool
 

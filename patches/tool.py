@@ -28,7 +28,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Files that appear in the generated trees without being upstream content.
@@ -219,7 +218,7 @@ def fetch_sdist(layout: Layout, package: str, version: str, sha256: str | None) 
                 sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                 "--no-binary", ":all:", "--dest", tmp, f"{package}=={version}",
             ]
-            result = subprocess.run(cmd, capture_output=True, text=True)
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             # pip names the file after the normalized project name (crewai_files-...).
             got = list(Path(tmp).glob("*.tar.gz"))
             if result.returncode != 0 or not got:
@@ -267,7 +266,7 @@ def identity() -> dict[str, str]:
     env: dict[str, str] = {}
     for key, var in (("user.name", "NAME"), ("user.email", "EMAIL")):
         value = subprocess.run(
-            ["git", "config", key], cwd=PROJECT_ROOT, capture_output=True, text=True
+            ["git", "config", key], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
         default = "crewai-rust fork" if var == "NAME" else "fork@crewai-rust.invalid"
         env[f"GIT_AUTHOR_{var}"] = env[f"GIT_COMMITTER_{var}"] = value or default
@@ -282,7 +281,7 @@ def git(layout: Layout, *args: str, check: bool = True, env: dict[str, str] | No
         "-c", "user.useConfigOnly=false", *args,
     ]
     result = subprocess.run(
-        cmd, cwd=cwd or layout.root, capture_output=True, text=True, env=_git_env(env)
+        cmd, cwd=cwd or layout.root, capture_output=True, text=True, env=_git_env(env), check=False
     )
     if check and result.returncode != 0:
         raise PatchToolError(

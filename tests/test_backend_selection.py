@@ -6,11 +6,10 @@ import json
 import sys
 
 import pytest
+from conftest import run_python
 
 import crewai_rust
 from crewai_rust import _backend
-
-from conftest import run_python
 
 
 def test_default_is_auto_and_unimplemented_components_stay_on_upstream() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crewai_rust import bench
-
 from conftest import run_python
+
+from crewai_rust import bench
 
 
 def test_bench_quick_runs_both_sides_and_writes_json(tmp_path: Path) -> None:

@@ -7,18 +7,16 @@ read by the other, in both directions.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 import sqlite3
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_in_threads, run_python
 
 import crewai_rust
 from crewai_rust import database
-
-from conftest import run_in_threads, run_python
 
 
 @pytest.fixture(autouse=True)
@@ -155,6 +153,43 @@ def test_lazy_rows_fetch_like_sqlite3(tmp_path: Path) -> None:
     conn.commit()
     assert len(cursor.fetchall()) == 5
     conn.close()
+
+
+@pytest.mark.parametrize("fetch", ["fetchone", "fetchall", "fetchall_records"])
+def test_text_that_is_not_utf8_raises_sqlite3s_error_at_its_row(tmp_path: Path, fetch: str) -> None:
+    """Text another writer stored as invalid UTF-8 raises what sqlite3 raises, at
+    the row it raises at; the rows before it are returned."""
+    path = tmp_path / "bad-text.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute('CREATE TABLE t (n INTEGER, "colé" TEXT)')
+        setup.execute("INSERT INTO t VALUES (1, 'fine')")
+        setup.execute("INSERT INTO t VALUES (2, CAST(X'41FF42' || X'00' || X'43' AS TEXT))")
+        setup.execute("INSERT INTO t VALUES (3, CAST(X'FF' || hex(zeroblob(150)) AS TEXT))")
+    outcomes = {}
+    for backend in ("python", "rust"):
+        use_backend(backend)
+        conn = database.connect(path)
+        fetched: list[Any] = []
+        errors: list[str] = []
+        for n in (1, 2, 3):
+            cursor = conn.execute('SELECT n, "colé" FROM t WHERE n IN (1, ?) ORDER BY n', (n,))
+            try:
+                if fetch == "fetchone":
+                    while (row := cursor.fetchone()) is not None:
+                        fetched.append(row)
+                elif fetch == "fetchall":
+                    fetched.extend(cursor.fetchall())
+                else:
+                    fetched.extend(database.fetch_records(cursor) or [dict(zip(("n", "colé"), row)) for row in cursor.fetchall()])
+            except sqlite3.OperationalError as error:
+                errors.append(str(error))
+        conn.close()
+        outcomes[backend] = (fetched, errors)
+    assert outcomes["rust"] == outcomes["python"]
+    fetched, errors = outcomes["rust"]
+    assert errors[0] == "Could not decode to UTF-8 column 'col\ufffd\ufffd' with text 'A\ufffdB'"
+    assert len(errors) == 2 and len(errors[1]) == 198
+    assert fetched[0] in [(1, "fine"), {"n": 1, "colé": "fine"}]
 
 
 JSON_COLUMNS_ROWS = [

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
+from crewai.memory import unified_memory
 from crewai.memory.storage import factory
 from crewai.memory.storage.lancedb_storage import LanceDBStorage
 from crewai.memory.unified_memory import Memory
-import crewai.memory.unified_memory as unified_memory
+
 from crewai_rust.memory import RustMemoryStorage
 
 

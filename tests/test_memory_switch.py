@@ -7,13 +7,11 @@ from pathlib import Path
 from unittest.mock import MagicMock
 
 import pytest
-
 from crewai.memory.storage.lancedb_storage import LanceDBStorage
 from crewai.memory.unified_memory import Memory
 
 from crewai_rust import cli
 from crewai_rust.memory import DB_FILENAME, RustMemoryStorage
-
 
 DIM = 8
 

@@ -7,11 +7,10 @@ import random
 import threading
 
 import pytest
+from conftest import run_python
 
 import crewai_rust
 from crewai_rust import _native
-
-from conftest import run_python
 
 
 @pytest.mark.parametrize("release_gil", [False, True])

@@ -7,10 +7,9 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+from conftest import REPO_ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from conftest import REPO_ROOT
 
 
 def _normalized(requirements: list[str]) -> set[tuple[str, frozenset[str], frozenset[str], str]]:
@@ -45,6 +44,7 @@ def test_installed_distribution_is_the_fork_with_upstreams_requirements() -> Non
 
 def test_wheel_holds_patched_crewai_and_crewai_rust() -> None:
     import crewai
+
     import crewai_rust
 
     files = {str(f) for f in importlib.metadata.files("crewai") or []}

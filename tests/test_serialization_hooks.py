@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_python
 
 from crewai_rust import _backend, configure_rust_components
-from conftest import run_python
 
 
 def _on(backend: str) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 from crewai_rust._backend import forced_backend
 from crewai_rust.bench import Case, workload
 
-
 _SCRATCH = tempfile.TemporaryDirectory(prefix="crewai-rust-bench-db-")
 
 
@@ -128,7 +127,7 @@ def kickoff_update_cases(quick: bool) -> Iterator[Case]:
                       "({raw, n}), then full task outputs as a crew stores them (6 KB each)")
 def kickoff_load_cases(quick: bool) -> Iterator[Case]:
     def check(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
-        strip = lambda rows: [{k: v for k, v in row.items() if k != "timestamp"} for row in rows]  # noqa: E731
+        strip = lambda rows: [{k: v for k, v in row.items() if k != "timestamp"} for row in rows]
         assert strip(expected) == strip(got) and len(got) == len(expected)
 
     for rows in (10, 100) if quick else (10, 100, 1000):

@@ -111,6 +111,7 @@ _ARCHIVED, _ARCHIVED_ROWS = "archived", 10
 _SEARCH_SCOPE = "/org/team1"
 _SEARCH_CATEGORIES = ["decision", "fact"]
 _LIMIT = 10
+_RECALL_QUERY = "What did team one decide about the release rollout?"
 _BASE_TIME = datetime(2025, 1, 1)
 
 _scratch_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -394,7 +395,7 @@ def _save_cases(quick: bool, per_call: int) -> Iterator[Case]:
                 pool.append(record)
             pools.append(pool)
 
-        def make(storage: Any, pool: list[Any]) -> Callable[[], list[str]]:
+        def make(storage: Any, pool: list[Any], pool_size: int = pool_size) -> Callable[[], list[str]]:
             counter = itertools.count()
 
             def save() -> list[str]:
@@ -734,7 +735,7 @@ def remember_cases(quick: bool) -> Iterator[Case]:
 
         def check(expected: Any, got: Any, pair: _Pair = pair, rows: int = rows, llm: Any = llm) -> None:
             assert not llm.mock_calls, f"the LLM was called: {llm.mock_calls[:3]}"
-            strip = lambda r: {k: v for k, v in r.model_dump().items()  # noqa: E731
+            strip = lambda r: {k: v for k, v in r.model_dump().items()
                                if k not in ("id", "created_at", "last_accessed")}
             assert strip(expected) == strip(got), \
                 f"remembered records differ: {strip(expected)} vs {strip(got)}"
@@ -766,13 +767,12 @@ def recall_cases(quick: bool) -> Iterator[Case]:
         ds = _dataset(rows, dims)
         pair, upstream_memory, rust_memory, llm = _memories(ds, "recall")
         pair.index_status = _settle_index(pair.rust, ds)
-        query = "What did team one decide about the release rollout?"
 
         def make(memory: Any, backend: str) -> Callable[[], list[tuple[str, float]]]:
             def recall() -> list[tuple[str, float]]:
                 with forced_backend("memory", backend):  # type: ignore[arg-type]
                     return [(m.record.id, m.score)
-                            for m in memory.recall(query, depth="shallow", limit=_LIMIT)]
+                            for m in memory.recall(_RECALL_QUERY, depth="shallow", limit=_LIMIT)]
 
             return recall
 

@@ -125,7 +125,11 @@ def checkpoint_payload(target_bytes: int = 1_700_000) -> dict[str, Any]:
     as a long run's automatic checkpoint is.
     """
     from crewai import Agent, Crew, Task
-    from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallStartedEvent, LLMCallType
+    from crewai.events.types.llm_events import (
+        LLMCallCompletedEvent,
+        LLMCallStartedEvent,
+        LLMCallType,
+    )
     from crewai.state.runtime import RuntimeState
 
     agents = [Agent(role=f"Researcher {i}", goal="Find the facts that matter. " * 3,

@@ -143,27 +143,43 @@ fn to_values(py: Python<'_>, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<
     Ok(values)
 }
 
-fn to_py<'py>(py: Python<'py>, value: ValueRef<'_>) -> PyResult<Bound<'py, PyAny>> {
+/// `value`, a cell of `column`, as `sqlite3` returns it.
+fn to_py<'py>(py: Python<'py>, value: ValueRef<'_>, column: &str) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         ValueRef::Null => py.None().into_bound(py),
         ValueRef::Integer(i) => i.into_pyobject(py)?.into_any(),
         ValueRef::Real(f) => f.into_pyobject(py)?.into_any(),
-        ValueRef::Text(bytes) => text_to_py(py, bytes)?,
+        ValueRef::Text(bytes) => text_to_py(py, bytes, column)?,
         ValueRef::Blob(b) => PyBytes::new(py, b).into_any(),
     })
 }
 
-/// SQLite text as a str, decoded in one pass by CPython; bytes that are not
-/// UTF-8 become U+FFFD.
-fn text_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+/// SQLite text as a str, decoded in one pass by CPython. Text that is not
+/// UTF-8 raises `sqlite3`'s own `OperationalError`, message included.
+fn text_to_py<'py>(py: Python<'py>, bytes: &[u8], column: &str) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: the pointer and length describe `bytes`; the GIL is held.
-    let strict = unsafe {
+    let decoded = unsafe {
         Bound::from_owned_ptr_or_err(
             py,
             pyo3::ffi::PyUnicode_FromStringAndSize(bytes.as_ptr().cast(), bytes.len() as pyo3::ffi::Py_ssize_t),
         )
     };
-    Ok(strict.unwrap_or_else(|_| PyString::new(py, &String::from_utf8_lossy(bytes)).into_any()))
+    decoded.map_err(|_| undecodable_text(py, column, bytes))
+}
+
+/// `sqlite3`'s message for a text cell that is not UTF-8: formatted into a
+/// 199-byte C buffer (so cut at 198 bytes, and the text at its first NUL),
+/// then decoded as ASCII with every other byte replaced.
+fn undecodable_text(py: Python<'_>, column: &str, text: &[u8]) -> PyErr {
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    let mut message = b"Could not decode to UTF-8 column '".to_vec();
+    message.extend_from_slice(column.as_bytes());
+    message.extend_from_slice(b"' with text '");
+    message.extend_from_slice(text);
+    message.push(b'\'');
+    message.truncate(198);
+    let message = message.iter().map(|&b| if b.is_ascii() { b as char } else { '\u{fffd}' }).collect();
+    db_error(py, DbError { kind: ErrorKind::Operational, message })
 }
 
 /// The rows a statement returned, read from SQLite with the GIL released and
@@ -181,11 +197,15 @@ impl SqliteRows {
         self.rows.len()
     }
 
-    /// Rows `start..` as tuples.
-    #[pyo3(signature = (start = 0))]
-    fn tuples<'py>(&self, py: Python<'py>, start: usize) -> PyResult<Bound<'py, PyList>> {
-        let tuples = (start..self.rows.len())
-            .map(|i| PyTuple::new(py, self.rows.row(i).map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?))
+    /// Rows `start..stop` (to the end when `stop` is None) as tuples.
+    #[pyo3(signature = (start = 0, stop = None))]
+    fn tuples<'py>(&self, py: Python<'py>, start: usize, stop: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+        let stop = stop.map_or(self.rows.len(), |stop| stop.min(self.rows.len()));
+        let tuples = (start..stop)
+            .map(|i| {
+                let row = self.rows.row(i).zip(&self.columns).map(|(v, column)| to_py(py, v, column));
+                PyTuple::new(py, row.collect::<PyResult<Vec<_>>>()?)
+            })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, tuples)
     }
@@ -216,14 +236,14 @@ impl SqliteRows {
         let _paused = cells.is_native().then(|| CollectorPaused::new(py));
         for i in start..self.rows.len() {
             let record = template.copy()?;
-            for ((key, value), &json) in keys.iter().zip(self.rows.row(i)).zip(&decoded) {
+            for (((key, value), &json), column) in keys.iter().zip(self.rows.row(i)).zip(&decoded).zip(&self.columns) {
                 let item = match value {
                     ValueRef::Text(bytes) if json => match std::str::from_utf8(bytes) {
                         Ok(text) => cells.decode(text)?,
-                        Err(_) => decode.call1((text_to_py(py, bytes)?,))?,
+                        Err(_) => return Err(undecodable_text(py, column, bytes)),
                     },
-                    other if json => decode.call1((to_py(py, other)?,))?,
-                    other => to_py(py, other)?,
+                    other if json => decode.call1((to_py(py, other, column)?,))?,
+                    other => to_py(py, other, column)?,
                 };
                 record.set_item(key, item)?;
             }

@@ -32,18 +32,17 @@ from __future__ import annotations
 
 import atexit
 import base64
-from collections.abc import Iterator
 import gzip
 import os
-from pathlib import Path
 import re
 import shutil
 import sysconfig
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-
 
 _HERE = Path(__file__).resolve().parent
 _ACTIVE = (_HERE / "tests" / "cassettes").is_dir()
@@ -618,9 +617,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         stale = []
         for entry in entries:
             file_part = entry.split("::", 1)[0]
-            if not (config.rootpath / file_part).exists():
-                stale.append(entry)
-            elif "::" in entry and entry not in present and file_part in collected_files:
+            if not (config.rootpath / file_part).exists() or "::" in entry and entry not in present and file_part in collected_files:
                 stale.append(entry)
         if stale:
             raise pytest.UsageError(
@@ -748,7 +745,7 @@ if not _ACTIVE:
     # Not next to an upstream tests/ tree (e.g. collected as part of our own
     # repository's tests): expose no hooks or fixtures at all.
     for _name in [
-        n for n in list(globals()) if n.startswith("pytest_") or n.startswith("_reset_")
+        n for n in list(globals()) if n.startswith(("pytest_", "_reset_"))
     ] + ["vcr_cassette_dir", "vcr_config", "_isolated_environment"]:
         del globals()[_name]
     del _name
