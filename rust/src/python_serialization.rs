@@ -495,7 +495,7 @@ struct PySink<'py> {
     py: Python<'py>,
     /// Object keys made so far, direct-mapped by a hash of their text:
     /// documents repeat a few keys many times (CPython's scanner shares them
-    /// too), and a miss costs one hash, never an allocation of ours.
+    /// too); a miss costs one hash and appends the key's text below.
     keys: Vec<SharedKey<'py>>,
     /// The text of the keys in `keys`, one after another, so a hit is one
     /// byte comparison, never a call into CPython for the str's UTF-8.
