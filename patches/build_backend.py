@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 import maturin
-from maturin import *
+from maturin import *  # the hooks this backend does not wrap
 
 from patches import tool
 

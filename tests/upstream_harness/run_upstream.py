@@ -26,7 +26,7 @@ from pathlib import Path
 
 HARNESS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(HARNESS_DIR))
-from conftest import read_deselect_file
+from conftest import read_deselect_file  # inert outside a tests/ root
 
 DESELECT_FILE = HARNESS_DIR / "deselected.txt"
 PYTHON_OLD_SQLITE_FILE = HARNESS_DIR / "python-backend-old-sqlite.txt"
