@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.append(str(REPO_ROOT))  # appended: the repo must not shadow the installed crewai_rust
 from patches import tool
 
 PKG_INFO = """Metadata-Version: 2.4
