@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"patches rebase: {len(report.conflicts)} patch(es) conflict with "
                       f"{args.version}; nothing was changed", file=sys.stderr)
                 return 1
+            for name in report.already_upstream:
+                print(f"patches rebase: {name} is already part of {args.version}: dropped from the series",
+                      file=sys.stderr)
             print(f"patches rebase: {len(report.applied)} patch(es) replayed onto {args.version} "
                   f"(sha256 {report.sha256}); pin, pyproject.toml and patch files updated. "
                   "Run `python -m patches apply` to materialize it.")

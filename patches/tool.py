@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html.parser
 import json
 import os
 import re
@@ -26,6 +27,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -204,28 +208,132 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_sdist(layout: Layout, package: str, version: str, sha256: str | None) -> tuple[Path, str]:
-    """Return the cached sdist (downloading it with pip if needed) and its sha256.
+_DEFAULT_INDEX_URL = "https://pypi.org/simple"
+_SIMPLE_API_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
-    With ``sha256`` given, a mismatch is an error and the bad file is removed.
+
+def index_url() -> str:
+    """The package index sdists come from: ``$PIP_INDEX_URL``, else PyPI (pip's own default)."""
+    return (os.environ.get("PIP_INDEX_URL") or _DEFAULT_INDEX_URL).rstrip("/")
+
+
+def _index_timeout() -> float:
+    try:
+        return float(os.environ.get("PIP_DEFAULT_TIMEOUT") or 60)
+    except ValueError:
+        return 60.0
+
+
+def _normalized(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+class _LinkParser(html.parser.HTMLParser):
+    """The ``<a href>`` links of a PEP 503 simple-index page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+            self._text = []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links.append(("".join(self._text).strip(), self._href))
+            self._href = None
+
+
+def _index_files(project_url: str, body: bytes, content_type: str) -> dict[str, tuple[str, str | None]]:
+    """{filename: (url, sha256 or None)} from a simple-API project page (PEP 691 JSON or PEP 503 HTML)."""
+    files: dict[str, tuple[str, str | None]] = {}
+    if "json" in content_type:
+        for entry in json.loads(body)["files"]:
+            url = urllib.parse.urljoin(project_url, entry["url"])
+            files[entry["filename"]] = (url, entry.get("hashes", {}).get("sha256"))
+        return files
+    parser = _LinkParser()
+    parser.feed(body.decode("utf-8", errors="replace"))
+    for text, href in parser.links:
+        url, _, fragment = urllib.parse.urljoin(project_url, href).partition("#")
+        name = text or urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+        files[name] = (url, digest)
+    return files
+
+
+def _open_index(url: str, what: str, accept: str | None = None):  # type: ignore[no-untyped-def]
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    try:
+        return urllib.request.urlopen(request, timeout=_index_timeout())
+    except urllib.error.HTTPError as exc:
+        raise PatchToolError(f"cannot download {what}: {url} answered HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PatchToolError(
+            f"cannot download {what}: the package index cannot be reached ({url}: {reason}). "
+            "Check the network, set PIP_INDEX_URL to a reachable index, or place the file in "
+            "the sdist cache ($CREWAI_FORK_SDIST_CACHE)"
+        ) from exc
+
+
+def _download_sdist(package: str, version: str, dest: Path) -> str | None:
+    """Download ``package==version``'s sdist from the index into ``dest``; return the index's sha256.
+
+    The standard library only: the PEP 517 backend runs this inside pip's
+    isolated build environment, where pip itself is not importable.
+    """
+    what = f"the {package}=={version} sdist"
+    project_url = f"{index_url()}/{_normalized(package)}/"
+    with _open_index(project_url, what, _SIMPLE_API_ACCEPT) as response:
+        body = response.read()
+        content_type = response.headers.get("Content-Type", "")
+    try:
+        files = _index_files(project_url, body, content_type)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PatchToolError(
+            f"cannot download {what}: {project_url} is not a package index page ({exc})"
+        ) from exc
+    # The sdist's file name uses the project name as published or normalized (crewai_files-...).
+    stems = (package, package.replace("-", "_"), _normalized(package).replace("-", "_"))
+    wanted = {f"{stem}-{version}.tar.gz" for stem in stems}
+    found = [name for name in files if name in wanted]
+    if not found:
+        raise PatchToolError(f"cannot download {what}: {project_url} lists no {min(wanted)}")
+    url, digest = files[found[0]]
+    print(f"patches: downloading {found[0]} from {index_url()}", file=sys.stderr)
+    with _open_index(url, what) as response, dest.open("wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
+    return digest
+
+
+def fetch_sdist(layout: Layout, package: str, version: str, sha256: str | None) -> tuple[Path, str]:
+    """Return the cached sdist (downloading it from the package index if needed) and its sha256.
+
+    With ``sha256`` given, a mismatch is an error and the bad file is removed;
+    without it, the download must match the hash the index publishes.
     """
     layout.cache_dir.mkdir(parents=True, exist_ok=True)
     target = layout.cache_dir / f"{package}-{version}.tar.gz"
     if not target.exists():
-        print(f"patches: downloading {package}=={version} sdist from the package index", file=sys.stderr)
         with tempfile.TemporaryDirectory(dir=layout.cache_dir) as tmp:
-            cmd = [
-                sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                "--no-binary", ":all:", "--dest", tmp, f"{package}=={version}",
-            ]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            # pip names the file after the normalized project name (crewai_files-...).
-            got = list(Path(tmp).glob("*.tar.gz"))
-            if result.returncode != 0 or not got:
+            partial = Path(tmp) / target.name
+            index_digest = _download_sdist(package, version, partial)
+            actual = _sha256(partial)
+            if index_digest is not None and actual != index_digest:
                 raise PatchToolError(
-                    f"cannot download the {package}=={version} sdist:\n{result.stderr.strip()}"
+                    f"{target.name} from {index_url()} does not match the index's own sha256 "
+                    f"({index_digest}, got {actual}): the download was discarded"
                 )
-            got[0].replace(target)
+            partial.replace(target)
     actual = _sha256(target)
     if sha256 is not None and actual != sha256:
         target.unlink()
@@ -671,14 +779,88 @@ class RebaseReport:
     sha256: str
     conflicts: list[PatchConflict]
     applied: list[str]
+    already_upstream: list[str] = dataclasses.field(default_factory=list)
+
+
+_CONFLICT_START = "<<<<<<< "
+_CONFLICT_END = ">>>>>>> "
+
+
+def _conflict_regions(layout: Layout, path: str) -> list[str]:
+    """``path:FIRST-LAST`` for each conflict-marker region git left in a work-tree file."""
+    try:
+        lines = (layout.root / path).read_text(errors="replace").splitlines()
+    except OSError:
+        return [f"{path}: (modified here, deleted or renamed upstream)"]
+    regions, first = [], None
+    for number, line in enumerate(lines, 1):
+        if line.startswith(_CONFLICT_START):
+            first = number
+        elif line.startswith(_CONFLICT_END) and first is not None:
+            regions.append(f"{path}:{first}-{number} (lines of the merged file)")
+            first = None
+    return regions or [f"{path}: (conflicting change of the whole file)"]
+
+
+def _unmerged(layout: Layout) -> list[str]:
+    return git(layout, "diff", "--name-only", "--diff-filter=U").stdout.split()
+
+
+def _replay(layout: Layout, commit: str, patch_file: Path) -> PatchConflict | None | bool:
+    """Cherry-pick one queue commit onto ``layout``'s branch with a real 3-way merge.
+
+    The old queue's history (old upstream base and every patch) is in the
+    repository, so git merges against the patch's true preimage. Returns None
+    when the patch applies, False when upstream already contains it (nothing is
+    committed), or the PatchConflict. A conflicting patch is still committed,
+    its own side winning each conflicting hunk, so every later patch is judged
+    against the target release alone and not against a gap this one left. The
+    queue is clean (no cherry-pick in progress) whatever the outcome.
+    """
+    committer = {key: _BASE_IDENTITY[key] for key in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")}
+    result = git(layout, "cherry-pick", commit, check=False, env=committer)
+    if result.returncode == 0:
+        return None
+    unmerged = _unmerged(layout)
+    if not unmerged and git(layout, "diff", "--cached", "--quiet", check=False).returncode == 0:
+        git(layout, "cherry-pick", "--skip", check=False)
+        return False
+    if not unmerged:
+        git(layout, "cherry-pick", "--abort", check=False)
+        raise PatchToolError(
+            f"git could not replay {patch_file.name}:\n{(result.stdout + result.stderr).strip()}"
+        )
+    regions = [region for path in unmerged for region in _conflict_regions(layout, path)]
+    git(layout, "cherry-pick", "--abort")
+    _, hunks = _hunks_failing(patch_file, layout)
+    hunks = [hunk for hunk in hunks if hunk.split(":", 1)[0] in unmerged] + regions
+    conflict = PatchConflict(patch_file.name, unmerged, hunks, (result.stdout + result.stderr).strip())
+
+    # Carry the patch forward with its own side of each conflict.
+    carried = git(layout, "cherry-pick", "--strategy-option=theirs", commit, check=False, env=committer)
+    if carried.returncode != 0:
+        for path in _unmerged(layout):
+            if git(layout, "cat-file", "-e", f"{commit}:{path}", check=False).returncode == 0:
+                git(layout, "checkout", commit, "--", path)
+            else:
+                git(layout, "rm", "--quiet", "--force", "--", path)
+        git(layout, "cherry-pick", "--continue", check=False,
+            env={**committer, "GIT_EDITOR": "true"})
+        if git(layout, "rev-parse", "--verify", "--quiet", "CHERRY_PICK_HEAD", check=False).returncode == 0:
+            git(layout, "cherry-pick", "--abort", check=False)
+    return conflict
 
 
 def rebase(layout: Layout, version: str, sha256: str | None = None) -> RebaseReport:
     """Replay the series onto another upstream release.
 
-    Every patch is tried (a conflicting one is skipped so the rest still get
-    reported). Only when all apply are the pin, pyproject.toml and the patch
-    files rewritten; the materialized tree of ``layout`` is not touched.
+    The series is first applied to the current pin in a scratch queue; the
+    target release becomes the base of a second scratch queue, and each patch
+    commit is cherry-picked onto it (a 3-way merge against the patch's real
+    preimage). Every patch is tried, and a conflict names the patch, its files
+    and hunks. Only when all apply are the pin, pyproject.toml and the patch
+    files rewritten (a patch upstream already contains is dropped from the
+    series and reported); the materialized tree of ``layout`` is not touched.
     """
     old_pin = read_pin(layout)
     series = read_series(layout)
@@ -689,24 +871,29 @@ def rebase(layout: Layout, version: str, sha256: str | None = None) -> RebaseRep
         _, fixtures_sha = fetch_sdist(layout, old_pin.fixtures.package, version, None)
         fixtures = dataclasses.replace(old_pin.fixtures, version=version, sha256=fixtures_sha)
     new_pin = Pin(package=old_pin.package, version=version, sha256=actual_sha, fixtures=fixtures)
-    conflicts: list[PatchConflict] = []
-    applied: list[str] = []
+    report = RebaseReport(version, actual_sha, conflicts=[], applied=[])
     with tempfile.TemporaryDirectory(prefix="patches-rebase-") as tmp:
-        scratch = _scratch_layout(layout, Path(tmp))
-        materialize_base(scratch, new_pin, sdist)
-        for name in series:
-            try:
-                _am(scratch, layout.patches_dir / name)
-                applied.append(name)
-            except PatchConflict as exc:
-                conflicts.append(exc)
-        if conflicts:
-            return RebaseReport(version, actual_sha, conflicts, applied)
+        current = _scratch_layout(layout, Path(tmp) / "current")
+        apply(current, quiet=True)
+        commits = [sha for sha, _ in _patch_commits(current)]
+        target = _scratch_layout(layout, Path(tmp) / "target")
+        materialize_base(target, new_pin, sdist)
+        git(target, "fetch", "--quiet", "--no-tags", str(current.git_dir), f"{_BRANCH}:refs/queue/current")
+        for name, commit in zip(series, commits):
+            outcome = _replay(target, commit, layout.patches_dir / name)
+            if outcome is None:
+                report.applied.append(name)
+            elif outcome is False:
+                report.already_upstream.append(name)
+            else:
+                report.conflicts.append(outcome)
+        if report.conflicts:
+            return report
         exported = Path(tmp) / "exported"
-        names = _format_series(scratch, exported)
+        names = _format_series(target, exported)
         _write_series(layout, exported, names)
         write_pin(layout, new_pin)
         pyproject = layout.root / "pyproject.toml"
         if pyproject.exists():
-            sync_pyproject(pyproject, scratch.pkg_info_file.read_text(), version)
-    return RebaseReport(version, actual_sha, conflicts, applied)
+            sync_pyproject(pyproject, target.pkg_info_file.read_text(), version)
+    return report

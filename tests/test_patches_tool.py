@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -266,6 +270,139 @@ def test_rebase_reports_each_conflict_and_changes_nothing(repo: tool.Layout) -> 
     assert {n: (repo.patches_dir / n).read_text() for n in series} == patches_before
 
 
+def test_rebase_reports_only_the_patch_that_conflicts_not_the_ones_after_it(repo: tool.Layout) -> None:
+    """A conflicting patch is carried forward, so a later patch on its lines is judged on its own."""
+    tool.apply(repo)
+    first = add_patch(repo)
+    edit(repo, "line 10 hooked\n", "line 10 hooked twice\n")  # builds on the first patch's line
+    tool.export(repo, new="tiny: build on the hook", why="A later patch that edits the first one's line.")
+    edit(repo, "line 28\n", "line 28 fork\n")
+    tool.export(repo, new="tiny: third hook", why="A patch far from any upstream change.")
+    make_sdist(repo.cache_dir, "2.0", MODULE_V1.replace("line 10\n", "line 10 upstream\n"))
+    report = tool.rebase(repo, "2.0")
+    assert [c.patch for c in report.conflicts] == [first]
+    (conflict,) = report.conflicts
+    assert conflict.files == ["tiny/mod.py"]
+    assert any(h.startswith("tiny/mod.py: @@ -7,") for h in conflict.hunks), conflict.hunks
+    assert any("tiny/mod.py:" in h and "merged file" in h for h in conflict.hunks), conflict.hunks
+    assert "still exists" not in str(conflict) and "no file named by git" not in str(conflict)
+    assert report.applied == tool.read_series(repo)[1:]
+
+
+def test_rebase_drops_a_patch_upstream_already_contains(repo: tool.Layout) -> None:
+    tool.apply(repo)
+    first = add_patch(repo)
+    edit(repo, "line 20\n", "line 20 fork\n")
+    (second,) = tool.export(repo, new="tiny: second hook", why="A second reason.")[1:]
+    make_sdist(repo.cache_dir, "1.2", MODULE_V1.replace("line 10\n", "line 10 hooked\n"))
+    report = tool.rebase(repo, "1.2")
+    assert report.conflicts == [] and report.already_upstream == [first]
+    assert report.applied == [second]
+    (only,) = tool.read_series(repo)
+    assert "+line 20 fork" in (repo.patches_dir / only).read_text()
+    assert tool.read_pin(repo).version == "1.2"
+
+
+class _Index:
+    """A package index on 127.0.0.1: a PEP 691 JSON or PEP 503 HTML project page and its files."""
+
+    def __init__(self, files: dict[str, bytes], style: str, published_sha: dict[str, str] | None = None):
+        self.files, self.style, self.requests = files, style, []
+        self.published = published_sha or {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the stdlib names it so
+                index.requests.append((self.path, self.headers.get("Accept", "")))
+                if self.path.rstrip("/") == "/simple/tiny":
+                    body, ctype = index.project_page()
+                elif self.path.startswith("/files/") and self.path[7:] in index.files:
+                    body, ctype = index.files[self.path[7:]], "application/octet-stream"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def project_page(self) -> tuple[bytes, str]:
+        if self.style == "json":
+            files = [{"filename": n, "url": f"../../files/{n}", "hashes": {"sha256": self.published[n]}}
+                     for n in self.files]
+            return json.dumps({"name": "tiny", "files": files}).encode(), "application/vnd.pypi.simple.v1+json"
+        links = "".join(f'<a href="/files/{n}#sha256={self.published[n]}">{n}</a><br/>' for n in self.files)
+        return f"<html><body>{links}</body></html>".encode(), "text/html"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("style", ["json", "html"])
+def test_sdist_is_downloaded_from_the_index_without_pip(tmp_path: Path, style: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside pip's isolated build env pip is not importable: the download is the stdlib's."""
+    make_sdist(tmp_path / "upload", "1.0", MODULE_V1)
+    data = (tmp_path / "upload" / "tiny-1.0.tar.gz").read_bytes()
+    index = _Index({"tiny-1.0.tar.gz": data, "tiny-0.9.tar.gz": b"other"}, style)
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", index.url)
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))  # no subprocess pip
+        layout = tool.Layout(root=tmp_path, patches_dir=tmp_path / "patches", cache_dir=tmp_path / "cache")
+        path, digest = tool.fetch_sdist(layout, "tiny", "1.0", hashlib.sha256(data).hexdigest())
+        assert path.read_bytes() == data and digest == hashlib.sha256(data).hexdigest()
+        assert index.requests[0][0] == "/simple/tiny/"
+        assert "application/vnd.pypi.simple.v1+json" in index.requests[0][1]
+        assert list((tmp_path / "cache").iterdir()) == [path]  # no partial file left behind
+    finally:
+        index.close()
+
+
+def test_sdist_download_keeps_the_sha256_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = _Index({"tiny-1.0.tar.gz": b"tampered"}, "json")
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", index.url)
+        layout = tool.Layout(root=tmp_path, patches_dir=tmp_path / "patches", cache_dir=tmp_path / "cache")
+        with pytest.raises(tool.PatchToolError, match="sha256 mismatch"):
+            tool.fetch_sdist(layout, "tiny", "1.0", "0" * 64)
+        assert not (tmp_path / "cache" / "tiny-1.0.tar.gz").exists()
+        index.published["tiny-1.0.tar.gz"] = "1" * 64  # the file does not match what the index says
+        with pytest.raises(tool.PatchToolError, match="does not match the index's own sha256"):
+            tool.fetch_sdist(layout, "tiny", "1.0", None)
+        assert list((tmp_path / "cache").iterdir()) == []
+    finally:
+        index.close()
+
+
+def test_unreachable_index_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
+    layout = tool.Layout(root=tmp_path, patches_dir=tmp_path / "patches", cache_dir=tmp_path / "cache")
+    with pytest.raises(tool.PatchToolError) as info:
+        tool.fetch_sdist(layout, "tiny", "1.0", "0" * 64)
+    message = str(info.value)
+    assert "tiny==1.0" in message and "cannot be reached" in message and f"127.0.0.1:{port}" in message
+    assert "PIP_INDEX_URL" in message and "CREWAI_FORK_SDIST_CACHE" in message
+    index = _Index({}, "json")
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", index.url)
+        with pytest.raises(tool.PatchToolError, match="lists no tiny-1.0.tar.gz"):
+            tool.fetch_sdist(layout, "tiny", "1.0", "0" * 64)
+    finally:
+        index.close()
+
+
 def test_cli_reports_errors_without_traceback(repo: tool.Layout) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "patches", "--repo", str(repo.root), "--cache-dir", str(repo.cache_dir), "export"],
@@ -316,3 +453,24 @@ def test_rebase_onto_a_real_other_release(tmp_path: Path) -> None:
     assert fixtures is not None and fixtures.version == "1.15.29" and len(fixtures.sha256) == 64
     assert tool.check(scratch) == []
     assert layout.pin_file.read_text() == pin_before
+
+
+def test_rebase_onto_a_real_older_release_names_exactly_the_conflicting_patches(tmp_path: Path) -> None:
+    """crewai 1.15.20 changed the three SQLite stores; every other patch still applies there."""
+    layout = _real_layout()
+    copy = tmp_path / "repo"
+    shutil.copytree(layout.patches_dir, copy / "patches", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "pyproject.toml", copy / "pyproject.toml")
+    scratch = tool.Layout(root=copy, patches_dir=copy / "patches", cache_dir=layout.cache_dir)
+    patches_before = {p.name: p.read_bytes() for p in (copy / "patches").iterdir() if p.is_file()}
+    report = tool.rebase(scratch, "1.15.20")
+    conflicting = {c.patch.split("-", 1)[0]: c for c in report.conflicts}
+    assert sorted(conflicting) == ["0002", "0003", "0004", "0008"], [str(c) for c in report.conflicts]
+    assert conflicting["0002"].files == ["crewai/memory/storage/kickoff_task_outputs_storage.py"]
+    assert conflicting["0003"].files == ["crewai/flow/persistence/sqlite.py"]
+    assert conflicting["0004"].files == ["crewai/state/provider/sqlite_provider.py"]
+    for conflict in report.conflicts:
+        assert conflict.hunks, str(conflict)
+        assert all(h.split(":", 1)[0] in conflict.files for h in conflict.hunks), str(conflict)
+    assert len(report.applied) == len(tool.read_series(scratch)) - 4
+    assert {p.name: p.read_bytes() for p in (copy / "patches").iterdir() if p.is_file()} == patches_before
