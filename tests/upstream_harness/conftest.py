@@ -32,12 +32,17 @@ from __future__ import annotations
 
 import atexit
 import base64
+import faulthandler
 import gzip
 import os
 import re
 import shutil
+import signal
 import sysconfig
 import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,9 +218,26 @@ def _apply_base_environment() -> None:
     tempfile.tempdir = None  # re-read TMPDIR on next gettempdir()
 
 
+# run_upstream.py names a directory here; on SIGUSR1 (sent when the run has
+# been silent too long) every pytest process, controller and workers, writes
+# the stacks of all its threads to <dir>/<pid>.txt, which the runner prints.
+# A file, not stderr: pytest may be capturing file descriptor 2 at that moment.
+STACKS_DIR_VARIABLE = "UPSTREAM_HARNESS_STACKS_DIR"
+
+
+def _dump_stacks_on_sigusr1() -> None:
+    directory = os.environ.get(STACKS_DIR_VARIABLE)
+    if not directory or not hasattr(signal, "SIGUSR1"):
+        return
+    stacks = open(Path(directory) / f"{os.getpid()}.txt", "w")  # noqa: SIM115 - open for the process' life
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    atexit.register(stacks.close)
+
+
 if _ACTIVE:
     # Must happen before anything imports crewai / litellm.
     _apply_base_environment()
+    _dump_stacks_on_sigusr1()
 
 
 # --------------------------------------------------------------------------
@@ -687,9 +709,45 @@ def _isolated_environment() -> Iterator[None]:
         os.environ["OTEL_SDK_DISABLED"] = "true"
         yield
     finally:
+        # Background compaction reads the environment from native threads
+        # (LanceDB's tokio runtime), and setenv/unsetenv racing a native
+        # getenv can crash the process: let it finish before the restore.
+        _join_background_compaction()
         os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved)
+        _restore_environ(saved)
+
+
+# Threads upstream starts and does not wait for: LanceDBStorage._compact_async.
+BACKGROUND_COMPACTION_THREADS = ("lancedb-compact",)
+BACKGROUND_COMPACTION_WAIT = 60.0
+
+
+def _join_background_compaction() -> None:
+    """Wait for upstream's fire-and-forget compaction threads started by the test."""
+    deadline = time.monotonic() + BACKGROUND_COMPACTION_WAIT
+    for thread in threading.enumerate():
+        if thread.name in BACKGROUND_COMPACTION_THREADS and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                warnings.warn(
+                    f"upstream harness: background thread {thread.name!r} still running after "
+                    f"{BACKGROUND_COMPACTION_WAIT:.0f}s; restoring the environment anyway",
+                    stacklevel=1,
+                )
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """Put the environment back touching only the variables that changed.
+
+    Each setenv/unsetenv is a window in which a native thread's getenv can
+    read freed memory; clearing and refilling the whole environment opened
+    one window per variable after every test.
+    """
+    for name in [name for name in os.environ if name not in saved]:
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -12,21 +12,33 @@ the interpreter it was started with, from ``DIR``, deselecting every node id in
 ``deselected.txt``.  A node id listed there that no longer exists makes the run
 fail with a usage error (checked by the conftest during collection).  The exit
 code is pytest's.
+
+A run never hangs: a test still running after ``--timeout`` has its threads'
+stacks dumped (faulthandler, a C-level timer that fires while the main thread
+is blocked in native code) and its worker ended (pytest-timeout's thread
+method), and xdist reports that worker as crashed; a run that prints nothing
+for ``--stall-timeout`` seconds (a hang outside any test) has every pytest
+process dump its stacks, is killed, and exits with ``STALLED_EXIT_CODE``.
+Crashed workers are listed by name at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 HARNESS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(HARNESS_DIR))
-from conftest import read_deselect_file  # inert outside a tests/ root
+from conftest import STACKS_DIR_VARIABLE, read_deselect_file  # inert outside a tests/ root
 
 DESELECT_FILE = HARNESS_DIR / "deselected.txt"
 PYTHON_OLD_SQLITE_FILE = HARNESS_DIR / "python-backend-old-sqlite.txt"
@@ -35,6 +47,11 @@ LIST_OPTIONS = [
     f"--upstream-python-old-sqlite-file={PYTHON_OLD_SQLITE_FILE}",
 ]
 COPIED_FILES = ("conftest.py", "pytest.ini")
+
+TEST_TIMEOUT = 60
+# Silence longer than any test may take (TEST_TIMEOUT) plus worker start-up.
+DEFAULT_STALL_TIMEOUT = 600
+STALLED_EXIT_CODE = 124
 
 # Mirrors upstream's root pytest addopts, with a fixed worker count.
 BASE_ARGS = [
@@ -45,14 +62,22 @@ BASE_ARGS = [
     "--import-mode=importlib",
     "--block-network",
     "--record-mode=none",
-    "--timeout=60",
-    "--max-worker-restart=2",
+    f"--timeout={TEST_TIMEOUT}",
+    # The signal method cannot fire while the main thread is blocked in native
+    # code; the thread method ends the worker, which xdist reports and replaces.
+    "--timeout-method=thread",
+    # Dump every thread's stack a little before that, to the real stderr.
+    "-o",
+    f"faulthandler_timeout={TEST_TIMEOUT - 5}",
+    "--max-worker-restart=4",
     "--tb=short",
     "-n",
     "2",
     "--dist=loadfile",
 ]
 
+_NODE_DOWN_RE = re.compile(r"\[(gw\d+)\] node down: (.*)$")
+_CRASHED_RE = re.compile(r"worker '(gw\d+)' crashed while running '([^']+)'")
 _SUMMARY_RE = re.compile(
     r"^=*\s*((?:\d+ [a-z]+|no tests ran)\b[^=]*?\bin [0-9.]+s\b[^=]*?)\s*=*$"
 )
@@ -70,6 +95,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         required=True,
         type=Path,
         help="directory containing upstream's tests/ (conftest.py and pytest.ini are written there)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=DEFAULT_STALL_TIMEOUT,
+        help="seconds without any output after which the run is declared stuck, "
+        f"its stacks dumped and it is killed (default {DEFAULT_STALL_TIMEOUT})",
     )
     parser.add_argument(
         "--no-deselect",
@@ -134,29 +166,91 @@ def main(argv: list[str]) -> int:
     cmd += extra
 
     print("run_upstream:", " ".join(cmd), f"(cwd={root})", flush=True)
-    started = time.monotonic()
-    summary = None
-    with subprocess.Popen(
-        cmd,
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            match = _SUMMARY_RE.match(line.strip())
-            if match:
-                summary = match.group(1)
-        rc = proc.wait()
-    elapsed = time.monotonic() - started
-    sys.stdout.flush()
-    print(f"\nrun_upstream: exit code {rc}, wall time {elapsed:.0f}s")
-    print(f"run_upstream: summary: {summary or '(no pytest summary line)'}")
+    with tempfile.TemporaryDirectory(prefix="upstream-stacks-") as stacks_dir:
+        run = _Run(cmd, root, stacks_dir, args.stall_timeout)
+        rc = run.wait()
     return rc
+
+
+class _Run:
+    """pytest as a child process group, its output streamed and watched."""
+
+    def __init__(self, cmd: list[str], root: Path, stacks_dir: str, stall_timeout: float):
+        self.stacks_dir = Path(stacks_dir)
+        self.stall_timeout = stall_timeout
+        self.started = time.monotonic()
+        self.last_output = self.started
+        self.summary: str | None = None
+        self.node_down: dict[str, str] = {}
+        self.crashed: dict[str, str] = {}
+        self.stalled = False
+        env = dict(os.environ, **{STACKS_DIR_VARIABLE: stacks_dir})
+        self.proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", bufsize=1,
+            start_new_session=True,  # one process group: the controller and its xdist workers
+        )
+        self.reader = threading.Thread(target=self._pump, name="run_upstream-output", daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.last_output = time.monotonic()
+            sys.stdout.write(line)
+            sys.stdout.flush()  # a run cut short by CI keeps everything printed so far
+            text = line.strip()
+            if match := _NODE_DOWN_RE.search(text):
+                self.node_down[match.group(1)] = match.group(2)
+            for worker, test in _CRASHED_RE.findall(text):
+                self.crashed.setdefault(worker, test)
+            if match := _SUMMARY_RE.match(text):
+                self.summary = match.group(1)
+
+    def wait(self) -> int:
+        try:
+            while self.proc.poll() is None:
+                self.reader.join(1.0)
+                silent = time.monotonic() - self.last_output
+                if silent > self.stall_timeout:
+                    self._kill_stalled(silent)
+                    break
+            rc = self.proc.wait()
+        finally:
+            # Nothing of the run outlives it (a worker whose controller died, say).
+            self._signal_group(signal.SIGKILL)
+        self.reader.join(5.0)
+        return self._report(STALLED_EXIT_CODE if self.stalled else rc)
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _kill_stalled(self, silent: float) -> None:
+        self.stalled = True
+        print(f"\nrun_upstream: no output for {silent:.0f}s: the run is stuck; "
+              "stacks of every pytest process follow, then it is killed", flush=True)
+        self._signal_group(signal.SIGUSR1)
+        time.sleep(3.0)
+        for dump in sorted(self.stacks_dir.glob("*.txt")):
+            text = dump.read_text(errors="replace").strip()
+            if text:
+                print(f"----- stacks of pytest process {dump.stem} -----\n{text}", flush=True)
+        self._signal_group(signal.SIGKILL)
+
+    def _report(self, rc: int) -> int:
+        elapsed = time.monotonic() - self.started
+        sys.stdout.flush()
+        print(f"\nrun_upstream: exit code {rc}, wall time {elapsed:.0f}s")
+        for worker, reason in self.node_down.items():
+            test = self.crashed.get(worker, "(no test running)")
+            print(f"run_upstream: worker {worker} crashed ({reason}) while running {test}")
+        if self.stalled:
+            print(f"run_upstream: stuck: killed after {self.stall_timeout:.0f}s without output")
+        print(f"run_upstream: summary: {self.summary or '(no pytest summary line)'}")
+        return rc
 
 
 if __name__ == "__main__":
