@@ -27,6 +27,8 @@ MASTER_VARIABLE = "CREWAI_RUST"
 # by the issue that implements it, together with its hook patch and its bench
 # workload.
 IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "memory", "serialization"})
+# Components whose Rust side opens SQLite files that Python's sqlite3 may open too.
+SQLITE_COMPONENTS: frozenset[str] = frozenset({"database", "memory"})
 
 Setting = Literal["auto", "on", "off"]
 Backend = Literal["rust", "python"]
@@ -49,6 +51,11 @@ class NativeModuleMissingError(RuntimeError):
 
 class ComponentNotImplementedError(RuntimeError):
     """A component was required on Rust (``CREWAI_RUST_<NAME>=1``) but has no Rust implementation yet."""
+
+
+class SQLiteLibraryMismatchError(RuntimeError):
+    """A SQLite component was required on Rust, but the native module and Python's sqlite3
+    load different SQLite libraries (which would lose writes to a file both open)."""
 
 
 def component_variable(component: str) -> str:
@@ -154,6 +161,16 @@ def resolve(component: str) -> ComponentStatus:
                 f"{_native_error}"
             )
         return ComponentStatus(component, setting, source, "python", f"native module missing ({_native_error})")
+    if component in SQLITE_COMPONENTS and not sqlite_shared_with_python():
+        why = (
+            f"Python's sqlite3 loads another SQLite library ({_python_sqlite_description()}) than the "
+            f"native module (SQLite {native.sqlite_version()}); a file opened through both in one "
+            "process could lose committed writes"
+        )
+        if master == "on" or setting == "on":
+            who = f"{MASTER_VARIABLE}=1" if master == "on" else source
+            raise SQLiteLibraryMismatchError(f"{who} requires the Rust {component} component, but {why}")
+        return ComponentStatus(component, setting, source, "python", why)
     if component not in IMPLEMENTED_COMPONENTS:
         if setting == "on":
             raise ComponentNotImplementedError(
@@ -163,6 +180,38 @@ def resolve(component: str) -> ComponentStatus:
         return ComponentStatus(component, setting, source, "python", "no Rust implementation yet")
     why = "enabled by default" if setting == "auto" else f"enabled by {source}"
     return ComponentStatus(component, setting, source, "rust", why)
+
+
+@functools.cache
+def sqlite_shared_with_python() -> bool:
+    """True when the native module and Python's ``sqlite3`` run one and the same SQLite library.
+
+    SQLite tracks the POSIX locks of a process per library copy: with two
+    copies, closing a file through one drops the other's locks and lets it
+    delete a WAL still in use. The native module links the system libsqlite3,
+    which is what ``_sqlite3`` loads on most Pythons; this compares the address
+    of ``sqlite3_libversion`` as each side resolves it.
+    """
+    native = load_native()
+    if native is None:
+        return False
+    try:
+        import _sqlite3
+        import ctypes
+
+        python_side = ctypes.cast(ctypes.CDLL(_sqlite3.__file__).sqlite3_libversion, ctypes.c_void_p).value
+    except (ImportError, OSError, AttributeError):  # no sqlite3, or its SQLite's symbols are hidden
+        return False
+    return python_side == native.sqlite_library_address()
+
+
+def _python_sqlite_description() -> str:
+    try:
+        import sqlite3
+
+        return f"SQLite {sqlite3.sqlite_version}"
+    except ImportError:
+        return "none: the sqlite3 module is missing"
 
 
 def _switch_reader(variable: str) -> Callable[[], object]:

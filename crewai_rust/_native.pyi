@@ -17,7 +17,11 @@ def _panic_for_tests(message: str, release_gil: bool = False) -> None:
     """Panics on purpose (tests of the panic guard)."""
 
 def sqlite_version() -> str:
-    """Version of the SQLite library bundled into the native module (>= 3.45, with jsonb)."""
+    """Version of the SQLite library the native module runs: the system libsqlite3, which
+    Python's sqlite3 module loads too. Below 3.45 the pool defines ``jsonb()`` as ``json()``."""
+
+def sqlite_library_address() -> int:
+    """Address of ``sqlite3_libversion`` in this process, to compare with the one ``_sqlite3`` uses."""
 
 class SqlitePool:
     """Pooled connections to one SQLite file (WAL, busy timeout, statement cache)."""

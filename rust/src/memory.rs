@@ -711,7 +711,7 @@ impl MemoryStore {
         let path = path.into();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)?;
-        conn.busy_timeout(busy_timeout)?;
+        crate::sqlite::set_busy_timeout(&conn, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(32);
         enter_wal_mode(&conn, busy_timeout)?;
         // WAL + NORMAL: a commit survives a process crash (SIGKILL included);

@@ -376,6 +376,11 @@ fn sqlite_version() -> &'static str {
     sqlite::sqlite_version()
 }
 
+#[pyfunction]
+fn sqlite_library_address() -> usize {
+    sqlite::library_address()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RustPanicError", m.py().get_type::<RustPanicError>())?;
@@ -383,6 +388,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_dedup_flags, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_library_address, m)?)?;
     m.add_class::<SqlitePool>()?;
     m.add_class::<SqliteConnection>()?;
     m.add_class::<SqliteRows>()?;

@@ -12,8 +12,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::hooks::Wal;
-use rusqlite::{params_from_iter, Connection, OpenFlags};
+use std::ffi::{c_char, c_int, c_void};
+
+use rusqlite::{ffi, params_from_iter, Connection, OpenFlags};
 
 use crate::locked;
 
@@ -254,22 +255,56 @@ impl Checkpointer {
     }
 
     /// What each pooled connection runs after a commit (it replaces SQLite's
-    /// auto-checkpoint, which is a WAL hook too).
-    fn install(self: &Arc<Self>, conn: &mut Connection) -> rusqlite::Result<()> {
-        let checkpointer = Arc::clone(self);
-        conn.wal_hook(Some(move |wal: &mut Wal, frames: i32| {
-            if frames >= CHECKPOINT_INLINE_FRAMES {
-                let _ = wal.checkpoint();
-            } else if frames >= CHECKPOINT_FRAMES {
-                checkpointer.request();
-            }
-            Ok(())
-        }))
+    /// auto-checkpoint, which is a WAL hook too). Set through the C API:
+    /// rusqlite's `wal_hook` keeps its closure with `sqlite3_set_clientdata`,
+    /// which SQLite only has from 3.44, and the system library may be older.
+    fn install(self: &Arc<Self>, conn: &Connection) -> WalHook {
+        let hook = WalHook(Box::into_raw(Box::new(Arc::clone(self))));
+        // SAFETY: the handle is this live connection's; `hook` outlives the
+        // connection (Pooled drops `conn` first), so the argument stays valid
+        // for every call SQLite makes.
+        unsafe { ffi::sqlite3_wal_hook(conn.handle(), Some(after_commit), hook.0.cast()) };
+        hook
+    }
+}
+
+/// SQLite's WAL hook: runs in the committing thread after each commit.
+unsafe extern "C" fn after_commit(
+    checkpointer: *mut c_void,
+    db: *mut ffi::sqlite3,
+    database: *const c_char,
+    frames: c_int,
+) -> c_int {
+    // A panic must not unwind into SQLite's C frames.
+    let _ = std::panic::catch_unwind(|| {
+        if frames >= CHECKPOINT_INLINE_FRAMES {
+            // SAFETY: SQLite passes its own live handle and database name.
+            unsafe { ffi::sqlite3_wal_checkpoint(db, database) };
+        } else if frames >= CHECKPOINT_FRAMES {
+            // SAFETY: the pointer is the Arc WalHook keeps alive (see install).
+            unsafe { &*checkpointer.cast::<Arc<Checkpointer>>() }.request();
+        }
+    });
+    ffi::SQLITE_OK
+}
+
+/// The WAL hook's argument, owned by the pooled connection it serves.
+struct WalHook(*mut Arc<Checkpointer>);
+
+// SAFETY: it only owns an Arc<Checkpointer>, which is Send + Sync.
+unsafe impl Send for WalHook {}
+
+impl Drop for WalHook {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::into_raw in install, freed once, here.
+        drop(unsafe { Box::from_raw(self.0) });
     }
 }
 
 struct Pooled {
+    // Declared before `_wal_hook`: the connection closes before its hook's argument is freed.
     conn: Connection,
+    _wal_hook: WalHook,
     file: Option<FileId>,
 }
 
@@ -308,8 +343,8 @@ impl Pool {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_timeout(self.busy_timeout)?;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        set_busy_timeout(&conn, self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
         // journal_mode is persistent in the file; upstream sets WAL too, so a
         // file written by either backend stays in WAL. This also reads the
@@ -323,8 +358,9 @@ impl Pool {
         // temporary file and reads them back, which was a sixth of loading
         // 1,000 real task outputs. The caller holds every sorted row anyway.
         conn.execute_batch("PRAGMA temp_store=MEMORY")?;
-        self.checkpointer.install(&mut conn)?;
-        Ok(Pooled { conn, file: file_id(&self.path) })
+        install_jsonb_fallback(&conn)?;
+        let wal_hook = self.checkpointer.install(&conn);
+        Ok(Pooled { conn, _wal_hook: wal_hook, file: file_id(&self.path) })
     }
 
     fn acquire(&self) -> DbResult<Pooled> {
@@ -359,7 +395,7 @@ impl Pool {
     /// connection's lifetime); it returns to the pool when the lease drops.
     pub fn lease(self: &Arc<Self>, busy_timeout: Duration) -> DbResult<Lease> {
         let pooled = self.acquire()?;
-        pooled.conn.busy_timeout(busy_timeout)?;
+        set_busy_timeout(&pooled.conn, busy_timeout)?;
         Ok(Lease { pool: Arc::clone(self), pooled: Some(pooled) })
     }
 
@@ -576,9 +612,48 @@ impl Drop for Pool {
     }
 }
 
-/// The SQLite library version compiled in (bundled), e.g. "3.46.0".
+/// The version of the SQLite library in use, e.g. "3.40.1": the system's
+/// libsqlite3, the library Python's `sqlite3` module loads.
 pub fn sqlite_version() -> &'static str {
     rusqlite::version()
+}
+
+/// Where `sqlite3_libversion` lives in this process: equal to the address
+/// Python's `_sqlite3` resolves for it exactly when both use one library.
+pub fn library_address() -> usize {
+    ffi::sqlite3_libversion as *const () as usize
+}
+
+/// `sqlite3_busy_timeout` through its pragma. rusqlite's `busy_timeout` also
+/// records the handler with `sqlite3_set_clientdata`, which SQLite only has
+/// from 3.44: calling it would not link against an older system library.
+pub fn set_busy_timeout(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    conn.pragma_update(None, "busy_timeout", ms)
+}
+
+/// First SQLite release with `jsonb()` (3.45.0).
+const JSONB_VERSION_NUMBER: i32 = 3_045_000;
+
+/// Where the library predates `jsonb()`, define it as `json()`: the value is
+/// stored as minified JSON text instead of the binary format. crewai's
+/// checkpoint provider writes `jsonb(?)` and reads `json(data)`, and every
+/// SQLite JSON function reads text JSON, so its checkpoints work on such a
+/// library and stay readable by any SQLite, on either backend. Malformed JSON
+/// is refused with `json()`'s own error, as `jsonb()` refuses it.
+fn install_jsonb_fallback(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    if rusqlite::version_number() >= JSONB_VERSION_NUMBER {
+        return Ok(());
+    }
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("jsonb", 1, flags, |ctx| {
+        // SAFETY: the connection outlives the call, and SQLite allows a
+        // function to run statements on the connection that called it.
+        let conn = unsafe { ctx.get_connection()? };
+        let value: SqlValue = ctx.get(0)?;
+        conn.query_row("SELECT json(?1)", [value], |row| row.get::<_, SqlValue>(0))
+    })
 }
 
 #[cfg(test)]
@@ -759,9 +834,15 @@ mod tests {
     }
 
     #[test]
-    fn bundled_sqlite_has_jsonb() {
-        let v: Vec<u32> = sqlite_version().split('.').map(|x| x.parse().unwrap()).collect();
-        assert!(v[0] > 3 || (v[0] == 3 && v[1] >= 45), "{}", sqlite_version());
+    fn jsonb_refuses_malformed_json_and_keeps_null_whatever_the_library() {
+        let dir = tempdir();
+        let p = pool(&dir);
+        let err = run(&p, "SELECT jsonb(?)", &[Value::Text("{nope".into())]).unwrap_err();
+        assert!(err.message.contains("malformed JSON"), "{}", err.message);
+        assert_eq!(run(&p, "SELECT jsonb(NULL)", &[]).unwrap().rows.to_values(), vec![vec![Value::Null]]);
+        let stored = run(&p, "SELECT typeof(jsonb(?))", &[Value::Text("[1]".into())]).unwrap().rows.to_values();
+        let expected = if rusqlite::version_number() >= JSONB_VERSION_NUMBER { "blob" } else { "text" };
+        assert_eq!(stored, vec![vec![Value::Text(expected.into())]]);
     }
 
     #[test]
