@@ -4,8 +4,10 @@ Upstream's three SQLite users (kickoff task outputs, flow persistence, the
 checkpoint provider) open a ``sqlite3`` connection per call, commit and close
 it. The fork's patches route those ``sqlite3.connect`` / ``aiosqlite.connect``
 calls through :func:`connect` / :func:`aconnect`, which hand out connections
-from one Rust pool per database file (rusqlite with a bundled SQLite >= 3.45,
-WAL, busy timeout, prepared-statement cache, the GIL released during I/O).
+from one Rust pool per database file (rusqlite on the system libsqlite3, the
+library ``sqlite3`` itself loads, so one process has one SQLite and one lock
+table per file; WAL, busy timeout, prepared-statement cache, the GIL released
+during I/O; ``jsonb()`` defined as ``json()`` where SQLite predates 3.45).
 
 The objects returned behave like the subset of ``sqlite3.Connection`` and
 ``sqlite3.Cursor`` those modules use, with ``sqlite3``'s transaction rules
