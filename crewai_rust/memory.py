@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import sqlite3
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +55,8 @@ from crewai_rust._backend import (
 if TYPE_CHECKING:
     from crewai.memory.storage.backend import StorageBackend
     from crewai.memory.types import MemoryRecord, ScopeInfo
+
+logger = logging.getLogger("crewai_rust")
 
 DB_FILENAME = "memories.sqlite3"
 # LanceDBStorage's default table, as a directory of its database.
@@ -497,7 +501,19 @@ def storage_for_spec(spec: str) -> StorageBackend | None:
     """
     if not use_rust("memory"):
         return None
-    return RustMemoryStorage(None if spec == "lancedb" else spec)
+    directory = default_storage_path() if spec == "lancedb" else Path(spec)
+    try:
+        return RustMemoryStorage(directory)
+    except sqlite3.DatabaseError as exc:
+        # Upstream's outcome for a broken store: the crew runs and the error is
+        # logged. The file is left as it is; LanceDB keeps this Memory's records
+        # (a RustMemoryStorage imports them once the file is readable again).
+        logger.error(
+            "crewai_rust: the memory store %s cannot be opened (%s); this Memory uses "
+            "upstream's LanceDB storage in %s instead",
+            directory / DB_FILENAME, exc, directory,
+        )
+        return None
 
 
 def batch_dedup(items: Sequence[Any], threshold: float) -> int:

@@ -82,3 +82,30 @@ def test_a_storage_returned_by_crewai_rust_is_used(monkeypatch: pytest.MonkeyPat
     sentinel = object()
     monkeypatch.setattr(unified_memory, "_rust_storage_for_spec", lambda spec: sentinel)
     assert Memory()._storage is sentinel
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage" * 500, b""], ids=["garbage", "another-schema"])
+def test_a_broken_store_file_logs_and_the_crew_runs(
+    content: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstream's outcome on the Rust backend: the crew is built, the error names the file."""
+    import sqlite3
+
+    from crewai import Agent, Crew, Task
+
+    monkeypatch.setenv("CREWAI_RUST", "1")
+    store = tmp_path / "memory" / "memories.sqlite3"
+    store.parent.mkdir()
+    if content:
+        store.write_bytes(content)
+    else:  # a database, but someone else's
+        with sqlite3.connect(store) as other:
+            other.execute("CREATE TABLE invoices (id INTEGER)")
+        other.close()
+    before = store.read_bytes()
+    agent = Agent(role="r", goal="g", backstory="b", llm="gpt-4o-mini")
+    with caplog.at_level("ERROR", logger="crewai_rust"):
+        crew = Crew(agents=[agent], tasks=[Task(description="d", expected_output="e", agent=agent)], memory=True)
+    assert isinstance(crew._memory._storage, LanceDBStorage)
+    assert f"the memory store {store} cannot be opened" in caplog.text
+    assert store.read_bytes() == before

@@ -699,6 +699,22 @@ pub fn check_vector(field: &str, vector: &[f32]) -> MemoryResult<()> {
     Ok(())
 }
 
+/// Before anything is written (the WAL switch, the schema): a file that is not
+/// a database fails here (reading its header), and a database that is not a
+/// memory store is refused, left byte for byte as it was.
+fn refuse_foreign_database(conn: &Connection, path: &Path) -> MemoryResult<()> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    let tables: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+    if tables.is_empty() || tables.iter().any(|name| name == "store_meta") {
+        return Ok(());
+    }
+    Err(MemoryError::Incompatible(format!(
+        "{} is not a crewai memory store (it holds the tables {}); it was left unchanged",
+        path.display(),
+        tables.join(", ")
+    )))
+}
+
 impl MemoryStore {
     /// Open (creating if needed) the store file at `path`.
     pub fn open(path: impl Into<PathBuf>, busy_timeout: Duration) -> MemoryResult<MemoryStore> {
@@ -713,6 +729,7 @@ impl MemoryStore {
         let conn = Connection::open_with_flags(&path, flags)?;
         crate::sqlite::set_busy_timeout(&conn, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(32);
+        refuse_foreign_database(&conn, &path)?;
         enter_wal_mode(&conn, busy_timeout)?;
         // WAL + NORMAL: a commit survives a process crash (SIGKILL included);
         // only an OS crash or power loss may drop the last transactions.
@@ -1383,6 +1400,21 @@ mod tests {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
         }
+    }
+
+    #[test]
+    fn a_database_that_is_not_a_memory_store_is_refused_and_left_unchanged() {
+        let dir = tempdir::Dir::new("foreign");
+        let path = dir.path().join("other.sqlite3");
+        {
+            let other = Connection::open(&path).unwrap();
+            other.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);").unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = MemoryStore::open(&path, Duration::from_secs(1)).err().expect("refused");
+        assert!(err.to_string().contains("is not a crewai memory store (it holds the tables invoices)"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("other.sqlite3-wal").exists());
     }
 
     #[test]
