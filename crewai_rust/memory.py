@@ -184,19 +184,72 @@ def _with_leading_slash(prefix: str) -> str:
     return prefix if prefix.startswith("/") else "/" + prefix
 
 
+# A str the native side can hold: lone surrogates (which Python strings allow)
+# mapped one-to-one as the store maps the strings of stored categories and
+# metadata (rust/src/json.rs, parse_lossless): U+FFFF then U+E000 + (unit -
+# 0xD800); U+FFFF itself doubled.
+_UNIT_ESCAPE = "\uffff"
+
+
+def _to_native_str(text: str) -> str:
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        if _UNIT_ESCAPE not in text:
+            return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code == 0xFFFF:
+            out.append(_UNIT_ESCAPE * 2)
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(_UNIT_ESCAPE + chr(0xE000 + code - 0xD800))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _from_native_str(text: str) -> str:
+    if _UNIT_ESCAPE not in text:
+        return text
+    out, chars = [], iter(text)
+    for ch in chars:
+        if ch == _UNIT_ESCAPE:
+            marked = next(chars)
+            out.append(_UNIT_ESCAPE if marked == _UNIT_ESCAPE else chr(0xD800 + ord(marked) - 0xE000))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _mapped_strings(value: Any) -> Any:
+    """``value`` with every str (dict keys included) through :func:`_to_native_str`."""
+    if isinstance(value, str):
+        return _to_native_str(value)
+    if isinstance(value, dict):
+        return {(_to_native_str(k) if isinstance(k, str) else k): _mapped_strings(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mapped_strings(v) for v in value]
+    return value
+
+
 def _categories(categories: list[str] | None) -> list[str]:
     if not categories:
         return []
     if isinstance(categories, str) or not all(isinstance(c, str) for c in categories):
         raise ValueError(f"categories must be a list of str, got {categories!r}")
-    return list(categories)
+    return [_to_native_str(c) for c in categories]
 
 
 def _metadata_json(metadata_filter: dict[str, Any] | None) -> str | None:
     if not metadata_filter:
         return None
     try:
-        return json.dumps(metadata_filter, allow_nan=True)
+        return json.dumps(_mapped_strings(metadata_filter), allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata_filter values must be JSON values (as stored metadata is): {exc}") from exc
 
@@ -407,7 +460,7 @@ class RustMemoryStorage:
         return ScopeInfo(
             path=scope or "/",
             record_count=count,
-            categories=categories,
+            categories=sorted(_from_native_str(c) for c in categories),
             oldest_record=_parse_time(oldest) if oldest is not None else None,
             newest_record=_parse_time(newest) if newest is not None else None,
             child_scopes=children,
@@ -420,7 +473,7 @@ class RustMemoryStorage:
 
     def list_categories(self, scope_prefix: str | None = None) -> dict[str, int]:
         prefix = _scope_prefix(scope_prefix)
-        return dict(self._store.category_counts(prefix or ""))
+        return {_from_native_str(c): n for c, n in self._store.category_counts(prefix or "").items()}
 
     def count(self, scope_prefix: str | None = None) -> int:
         if scope_prefix is None or scope_prefix.strip("/") == "":

@@ -328,7 +328,34 @@ pub trait Sink {
 
 /// Parses a whole document as `json.loads(text)` does.
 pub fn parse<S: Sink>(text: &str, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
-    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0, depth: 0, scratch: String::new() };
+    parse_with(text, sink, false)
+}
+
+/// Marks a Python code unit a Rust string cannot hold, in [`parse_lossless`].
+pub const UNIT_ESCAPE: char = '\u{FFFF}';
+
+/// Like [`parse`], but every string Python's `json.loads` can return comes
+/// back, lone surrogates included, in a lossless Rust form: a lone surrogate
+/// `u` becomes [`UNIT_ESCAPE`] followed by `U+E000 + (u - 0xD800)`, and
+/// `U+FFFF` itself becomes two [`UNIT_ESCAPE`]s. The mapping is one-to-one,
+/// so two decoded strings are equal exactly when Python's are; the memory
+/// store compares stored categories and metadata with filters this way, and
+/// `crewai_rust.memory` applies the same mapping to the strings it passes.
+pub fn parse_lossless<S: Sink>(text: &str, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
+    parse_with(text, sink, true)
+}
+
+fn push_unit_lossless(out: &mut String, unit: u32) {
+    out.push(UNIT_ESCAPE);
+    if unit == 0xFFFF {
+        out.push(UNIT_ESCAPE);
+    } else {
+        out.push(char::from_u32(0xE000 + (unit - 0xD800)).unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
+}
+
+fn parse_with<S: Sink>(text: &str, sink: &mut S, lossless: bool) -> Result<S::Value, DecodeError<S::Error>> {
+    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0, depth: 0, scratch: String::new(), lossless };
     parser.skip_whitespace();
     let value = parser.value(sink)?;
     parser.skip_whitespace();
@@ -344,6 +371,8 @@ struct Parser<'t> {
     pos: usize,
     depth: usize,
     scratch: String,
+    /// See [`parse_lossless`].
+    lossless: bool,
 }
 
 const INVALID: &str = "not a valid JSON document";
@@ -477,23 +506,23 @@ impl<'t> Parser<'t> {
         loop {
             self.pos = first_special::<false>(self.bytes, self.pos);
             match self.bytes.get(self.pos) {
-                Some(b'"') => {
+                Some(b'"') if !(self.lossless && self.text[start..self.pos].contains(UNIT_ESCAPE)) => {
                     let s = &self.text[start..self.pos];
                     self.pos += 1;
                     return Ok(s);
                 }
-                Some(b'\\') => break,
+                Some(b'"') | Some(b'\\') => break,
                 Some(&b) if b < 0x20 => return Err(DecodeError::Unsupported("control character in a string")),
                 Some(_) => self.pos += 1,
                 None => return Err(DecodeError::Unsupported("unterminated string")),
             }
         }
         self.scratch.clear();
-        self.scratch.push_str(&self.text[start..self.pos]);
+        self.push_run(start);
         loop {
             let run_start = self.pos;
             self.pos = first_special::<false>(self.bytes, self.pos);
-            self.scratch.push_str(&self.text[run_start..self.pos]);
+            self.push_run(run_start);
             match self.bytes.get(self.pos) {
                 Some(b'"') => {
                     self.pos += 1;
@@ -511,6 +540,10 @@ impl<'t> Parser<'t> {
                         b'n' => '\n',
                         b'r' => '\r',
                         b't' => '\t',
+                        b'u' if self.lossless => {
+                            self.unicode_escape_lossless()?;
+                            continue;
+                        }
                         b'u' => self.unicode_escape()?,
                         _ => return Err(DecodeError::Unsupported("invalid escape")),
                     };
@@ -520,6 +553,44 @@ impl<'t> Parser<'t> {
                 None => return Err(DecodeError::Unsupported("unterminated string")),
             }
         }
+    }
+
+    /// The unescaped run `start..pos` into the buffer (U+FFFF doubled when lossless).
+    fn push_run(&mut self, start: usize) {
+        let run = &self.text[start..self.pos];
+        if self.lossless && run.contains(UNIT_ESCAPE) {
+            for ch in run.chars() {
+                match ch {
+                    UNIT_ESCAPE => push_unit_lossless(&mut self.scratch, 0xFFFF),
+                    ch => self.scratch.push(ch),
+                }
+            }
+        } else {
+            self.scratch.push_str(run);
+        }
+    }
+
+    /// After `\u` in a lossless parse: one code point, or one lone surrogate,
+    /// as CPython decodes them (a high surrogate joins only a following
+    /// `\uDC00`-`\uDFFF` escape; any other escape after it is read on its own).
+    fn unicode_escape_lossless<E>(&mut self) -> Result<(), DecodeError<E>> {
+        let first = self.hex4()?;
+        if (0xd800..=0xdbff).contains(&first) && self.bytes[self.pos..].starts_with(b"\\u") {
+            let before = self.pos;
+            self.pos += 2;
+            let second = self.hex4()?;
+            if (0xdc00..=0xdfff).contains(&second) {
+                let code = 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00);
+                self.scratch.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+                return Ok(());
+            }
+            self.pos = before;
+        }
+        match char::from_u32(first) {
+            Some(UNIT_ESCAPE) | None => push_unit_lossless(&mut self.scratch, first),
+            Some(ch) => self.scratch.push(ch),
+        }
+        Ok(())
     }
 
     fn hex4<E>(&mut self) -> Result<u32, DecodeError<E>> {
@@ -718,6 +789,34 @@ mod tests {
         let mut out = Vec::new();
         write_float(&mut out, value);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lossless_parse_keeps_lone_surrogates_and_u_ffff_apart() {
+        let parse = |text: &str| match parse_lossless(text, &mut ValueSink).unwrap() {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| if let Value::Str(s) = v { s } else { panic!("{v:?}") })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let text = r#"["c\ud800", "c\udc00", "\ud83d\ude00", "\ud800\u0041", "\ud800\ud83d\ude00", "\uffff", "RAWx", "plain", "\ue000"]"#
+            .replace("RAW", "\u{ffff}");
+        let got = parse(&text);
+        let want = [
+            "c\u{ffff}\u{e000}",
+            "c\u{ffff}\u{e400}",
+            "\u{1f600}",
+            "\u{ffff}\u{e000}A",
+            "\u{ffff}\u{e000}\u{1f600}",
+            "\u{ffff}\u{ffff}",
+            "\u{ffff}\u{ffff}x",
+            "plain",
+            "\u{e000}",
+        ];
+        assert_eq!(got, want);
+        // The ordinary parse still leaves lone surrogates to CPython.
+        assert!(parse_with(r#"["c\ud800"]"#, &mut ValueSink, false).is_err());
     }
 
     #[test]

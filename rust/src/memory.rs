@@ -219,8 +219,12 @@ fn as_number(v: &Value) -> Option<Number> {
     }
 }
 
+/// Stored categories and metadata, strings in [`json::parse_lossless`]'s form:
+/// a lone surrogate (which Python strings, and so `json.dumps`, allow) must not
+/// make a record's categories or metadata unreadable, and so invisible to
+/// filters and counters.
 fn parse_json(text: &str) -> Option<Value> {
-    json::parse(text, &mut json::ValueSink).ok()
+    json::parse_lossless(text, &mut json::ValueSink).ok()
 }
 
 fn parse_categories(text: &str) -> Vec<String> {

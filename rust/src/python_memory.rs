@@ -111,6 +111,8 @@ fn filter_from_tuple(spec: FilterTuple) -> PyResult<Filter> {
     };
     let metadata = match metadata_json {
         None => Vec::new(),
+        // Its strings come already mapped by crewai_rust.memory (a filter compares
+        // Python strings as they are: no surrogate pair joined by a JSON decode).
         Some(text) => match json::parse(&text, &mut json::ValueSink) {
             Ok(json::Value::Object(entries)) => entries,
             _ => return Err(PyValueError::new_err("metadata_filter must be a JSON object")),
