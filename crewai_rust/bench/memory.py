@@ -648,6 +648,10 @@ class _FakeEmbedder:
         return out
 
 
+# About 10 MB of prose with non-ASCII text, appended to remember's content.
+_LARGE_CONTENT = (" Lorem ipsum dolor sit amet, café, naïve, ✓ done." * 210_000)[: 10 * 1024 * 1024]
+
+
 @contextlib.contextmanager
 def _quiet_memory_runtime() -> Iterator[None]:
     """What Memory does around storage, minus two host-side costs that are no part of memory.
@@ -715,18 +719,20 @@ def remember_cases(quick: bool) -> Iterator[Case]:
     the returned records, reads them back from both stores, compares row
     counts, and asserts the LLM was never called.
     """
-    for rows, dims in _sizes(quick):
+    # The last case remembers 10 MB texts (a whole document as one memory) into the smallest store.
+    sizes = [(rows, dims, "") for rows, dims in _sizes(quick)] + [(*_sizes(quick)[0], _LARGE_CONTENT)]
+    for rows, dims, padding in sizes:
         ds = _dataset(rows, dims)
-        pair, upstream_memory, rust_memory, llm = _memories(ds, "remember")
+        pair, upstream_memory, rust_memory, llm = _memories(ds, "remember-large" if padding else "remember")
 
-        def make(memory: Any, backend: str) -> Callable[[], Any]:
+        def make(memory: Any, backend: str, padding: str = padding) -> Callable[[], Any]:
             counter = itertools.count()
 
             def remember() -> Any:
                 n = next(counter)
                 with forced_backend("memory", backend):  # type: ignore[arg-type]
                     return memory.remember(
-                        f"Note {n}: the team agreed to ship the rollout behind flag f{n % 17}.",
+                        f"Note {n}: the team agreed to ship the rollout behind flag f{n % 17}.{padding}",
                         scope="/org/team1/proj2", categories=["decision", "release"], importance=0.7,
                         metadata={"n": n, "source_doc": f"doc-{n % 5}"},
                     )
@@ -744,8 +750,9 @@ def remember_cases(quick: bool) -> Iterator[Case]:
             assert strip(up_stored) == strip(rs_stored) == strip(expected)
             assert pair.upstream.count() == pair.rust.count() == rows + 1
 
+        label = _label(rows, dims) + (", 10 MB content" if padding else "")
         with _quiet_memory_runtime():
-            yield Case(_label(rows, dims), make(upstream_memory, "python"), make(rust_memory, "rust"), check)
+            yield Case(label, make(upstream_memory, "python"), make(rust_memory, "rust"), check)
         upstream_memory.close()
         rust_memory.close()  # closes its storage
         pair.close(rust_closed=True)

@@ -519,6 +519,9 @@ type Apply = Box<dyn FnOnce(&mut Mirror)>;
 pub struct MemoryStore {
     path: PathBuf,
     conn: Connection,
+    /// After `conn` (see BackgroundCheckpoints). A 10 MB record used to pay
+    /// SQLite's inline auto-checkpoint (copy the WAL, fsync) in its own commit.
+    _checkpoints: crate::sqlite::BackgroundCheckpoints,
     mirror: Mirror,
     /// The dimension for records without embeddings when the store has none
     /// (LanceDBStorage keeps its last `_vector_dim` across a full reset).
@@ -738,7 +741,8 @@ impl MemoryStore {
         // WAL + NORMAL: a commit survives a process crash (SIGKILL included);
         // only an OS crash or power loss may drop the last transactions.
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
-        let mut store = MemoryStore { path, conn, mirror: Mirror::default(), fallback_dim: 0, approximate_from_rows };
+        let checkpoints = crate::sqlite::BackgroundCheckpoints::install(&conn, &path);
+        let mut store = MemoryStore { path, conn, _checkpoints: checkpoints, mirror: Mirror::default(), fallback_dim: 0, approximate_from_rows };
         {
             let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(SCHEMA)?;

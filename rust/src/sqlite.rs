@@ -172,7 +172,7 @@ struct CheckpointState {
 /// and two fsyncs (about 15 ms on this machine). Here that commit only wakes
 /// this thread, which runs a PASSIVE checkpoint (it never waits for, nor
 /// blocks, readers and writers) on a short-lived connection of its own.
-struct Checkpointer {
+pub(crate) struct Checkpointer {
     path: PathBuf,
     state: Mutex<CheckpointState>,
     wake: Condvar,
@@ -181,7 +181,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn new(path: PathBuf) -> Arc<Checkpointer> {
+    pub(crate) fn new(path: PathBuf) -> Arc<Checkpointer> {
         Arc::new(Checkpointer {
             path,
             state: Mutex::new(CheckpointState::default()),
@@ -240,7 +240,7 @@ impl Checkpointer {
     }
 
     /// Stop the thread, waiting for a checkpoint in progress.
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let worker = {
             let mut state = locked(&self.state);
             state.stopping = true;
@@ -258,7 +258,7 @@ impl Checkpointer {
     /// auto-checkpoint, which is a WAL hook too). Set through the C API:
     /// rusqlite's `wal_hook` keeps its closure with `sqlite3_set_clientdata`,
     /// which SQLite only has from 3.44, and the system library may be older.
-    fn install(self: &Arc<Self>, conn: &Connection) -> WalHook {
+    pub(crate) fn install(self: &Arc<Self>, conn: &Connection) -> WalHook {
         let hook = WalHook(Box::into_raw(Box::new(Arc::clone(self))));
         // SAFETY: the handle is this live connection's; `hook` outlives the
         // connection (Pooled drops `conn` first), so the argument stays valid
@@ -288,8 +288,30 @@ unsafe extern "C" fn after_commit(
     ffi::SQLITE_OK
 }
 
+/// One connection's checkpoints on a background thread, for a connection that
+/// is not pooled (the memory store's). Declare it after the connection: the
+/// connection must close before the hook's argument is freed. Dropping it
+/// stops the thread, waiting for a checkpoint in progress.
+pub(crate) struct BackgroundCheckpoints {
+    _hook: WalHook,
+    checkpointer: Arc<Checkpointer>,
+}
+
+impl BackgroundCheckpoints {
+    pub(crate) fn install(conn: &Connection, path: &Path) -> BackgroundCheckpoints {
+        let checkpointer = Checkpointer::new(path.to_path_buf());
+        BackgroundCheckpoints { _hook: checkpointer.install(conn), checkpointer }
+    }
+}
+
+impl Drop for BackgroundCheckpoints {
+    fn drop(&mut self) {
+        self.checkpointer.stop();
+    }
+}
+
 /// The WAL hook's argument, owned by the pooled connection it serves.
-struct WalHook(*mut Arc<Checkpointer>);
+pub(crate) struct WalHook(*mut Arc<Checkpointer>);
 
 // SAFETY: it only owns an Arc<Checkpointer>, which is Send + Sync.
 unsafe impl Send for WalHook {}
