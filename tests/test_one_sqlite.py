@@ -165,3 +165,37 @@ def test_checkpoints_are_text_json_where_the_library_has_no_jsonb(tmp_path: Path
         kind = check.execute("SELECT typeof(data) FROM checkpoints").fetchone()[0]
     check.close()
     assert kind == ("blob" if sqlite3.sqlite_version_info >= (3, 45) else "text")
+
+
+CLEAN_EXIT = """
+import sqlite3, sys
+from crewai import Task
+from crewai.memory.storage.kickoff_task_outputs_storage import KickoffTaskOutputsSQLiteStorage
+from crewai.memory.types import MemoryRecord
+from crewai_rust.memory import RustMemoryStorage
+kickoff = KickoffTaskOutputsSQLiteStorage(sys.argv[1])
+kickoff.add(Task(description="d", expected_output="e"), {"n": 1}, 0)
+memory = RustMemoryStorage(sys.argv[2])
+memory.save([MemoryRecord(id="r", content="c", scope="/s", embedding=[1.0, 2.0])])
+for path in (sys.argv[1], sys.argv[2] + "/memories.sqlite3"):  # user code reading the files too
+    c = sqlite3.connect(path)
+    c.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    c.close()
+kickoff.add(Task(description="d", expected_output="e"), {"n": 2}, 1)
+memory.save([MemoryRecord(id="s", content="c", scope="/s", embedding=[1.0, 2.0])])
+"""
+
+
+def test_a_clean_exit_leaves_no_wal_or_shm_files(tmp_path: Path) -> None:
+    """SQLite removes a WAL at the last connection's close; every pooled and store connection closes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWAI_RUST")}
+    env["CREWAI_RUST"] = "1"
+    kickoff, memory = tmp_path / "kickoff.db", tmp_path / "memory"
+    result = subprocess.run([sys.executable, "-c", CLEAN_EXIT, str(kickoff), str(memory)], capture_output=True,
+                            text=True, env=env, cwd=REPO_ROOT.parent, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    left = sorted(p.name for p in (*tmp_path.iterdir(), *memory.iterdir()) if p.name.endswith(("-wal", "-shm")))
+    assert left == []
+    with sqlite3.connect(kickoff) as check:
+        assert check.execute("SELECT count(*) FROM latest_kickoff_task_outputs").fetchone() == (2,)
+    check.close()
