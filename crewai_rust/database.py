@@ -132,6 +132,18 @@ def write_lock(lock: Callable[[str], AbstractContextManager[Any]], name: str) ->
     return lock(name)
 
 
+# SQLite 3.45 added JSONB. This process's SQLite (the native module's and
+# sqlite3's: one library) reads only text JSON below it, and says only
+# "malformed JSON" when it meets a JSONB value, such as a checkpoint written
+# where SQLite is newer or by an earlier build of this fork (it bundled SQLite).
+_JSONB_SQLITE = (3, 45)
+_JSONB_UNREADABLE = (
+    f"malformed JSON (if the value is a JSONB checkpoint, it was written by SQLite 3.45 or newer, "
+    f"or by an earlier crewai_rust build, which bundled SQLite; this SQLite {sqlite3.sqlite_version} "
+    "reads only text JSON: resume it where SQLite is 3.45 or newer, or upgrade the system libsqlite3)"
+)
+
+
 class Cursor:
     """The part of ``sqlite3.Cursor`` crewai's stores use."""
 
@@ -146,7 +158,12 @@ class Cursor:
         self._next = 0  # the first row not fetched yet
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
-        columns, result, rowcount, lastrowid = self.connection._native.execute(sql, parameters)
+        try:
+            columns, result, rowcount, lastrowid = self.connection._native.execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if str(exc) == "malformed JSON" and sqlite3.sqlite_version_info < _JSONB_SQLITE:
+                raise sqlite3.OperationalError(_JSONB_UNREADABLE) from exc
+            raise
         self.description = tuple((name, None, None, None, None, None, None) for name in columns) or None
         # Rows become tuples (or dicts, by fetchall_records) as they are fetched,
         # so a cell sqlite3 cannot return raises at the row sqlite3 raises at.

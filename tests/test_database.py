@@ -596,3 +596,18 @@ def test_execution_log_update_does_not_reload_every_row(tmp_path: Path, monkeypa
         handler.update(i, {"task": task, "output": {"raw": i}, "task_index": i, "inputs": {}, "was_replayed": False})
     assert loads == []
     assert len(real_load()) == 1  # same task id: INSERT OR REPLACE keeps one row
+
+
+@pytest.mark.skipif(_HAS_SYSTEM_JSONB, reason="this SQLite reads JSONB; the message is for one that cannot")
+def test_a_jsonb_checkpoint_on_an_older_sqlite_says_why_and_what_to_do(tmp_path: Path) -> None:
+    """A checkpoint written as JSONB (SQLite 3.45+, or the fork's earlier bundled build) cannot be read here."""
+    db = tmp_path / "cp.db"
+    use_backend("rust")
+    location = _provider().checkpoint('{"k": 1}', str(db))
+    with sqlite3.connect(db) as conn:  # what a JSONB writer stores: a blob
+        conn.execute("UPDATE checkpoints SET data = ?", (b"\x8c\x17k\x13\x01",))
+    conn.close()
+    database.close_pools()
+    with pytest.raises(sqlite3.OperationalError, match=r"^malformed JSON \(if the value is a JSONB checkpoint") as info:
+        _provider().from_checkpoint(location)
+    assert "3.45" in str(info.value) and sqlite3.sqlite_version in str(info.value)
