@@ -73,6 +73,17 @@ COMPACTION = """
 """
 
 
+SEEDED_KEY = """
+    from pathlib import Path
+
+    def test_a_fresh_home_already_has_the_credentials_key():
+        # Two first kickoffs at once otherwise race to create it (crewai_core's TokenManager).
+        key = Path.home() / ".local" / "share" / "crewai" / "credentials" / "secret.key"
+        assert len(key.read_bytes()) == 44
+        assert (key.stat().st_mode & 0o777) == 0o600
+"""
+
+
 def _suite(tmp_path: Path, **modules: str) -> Path:
     root = tmp_path / "suite"
     (root / "tests" / "cassettes").mkdir(parents=True)
@@ -127,3 +138,10 @@ def test_teardown_waits_for_upstream_background_compaction(tmp_path: Path) -> No
     rc, out, _ = _run(root, "--", "-n", "0")
     assert rc == 0, out[-3000:]
     assert "2 passed" in out
+
+
+def test_each_test_home_has_the_key_concurrent_kickoffs_would_race_for(tmp_path: Path) -> None:
+    root = _suite(tmp_path, test_key=SEEDED_KEY)
+    rc, out, _ = _run(root, "--", "-n", "0")
+    assert rc == 0, out[-3000:]
+    assert "1 passed" in out

@@ -174,6 +174,25 @@ def _point_home_at(root: Path) -> None:
         path = root / rel
         path.mkdir(parents=True, exist_ok=True)
         os.environ[var] = str(path)
+    _seed_credentials_key(root)
+
+
+def _seed_credentials_key(home: Path) -> None:
+    """Give a fresh home the encryption key a used machine already has.
+
+    crewai_core's TokenManager creates ``secret.key`` on first use with
+    O_EXCL and then writes it; a second thread that loses the O_EXCL race and
+    reads the still-empty file raises "Failed to create or read encryption
+    key". Every test gets a new home, so every test that starts two kickoffs at
+    once (tests/tools/test_tool_failure.py's concurrent kickoffs) ran that
+    race; it failed one CI run. The TokenManager tests patch these paths.
+    """
+    credentials = home / ".local" / "share" / "crewai" / "credentials"
+    credentials.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = credentials / "secret.key"
+    if not key.exists():
+        key.write_bytes(base64.urlsafe_b64encode(os.urandom(32)))
+        key.chmod(0o600)
 
 
 # All temporary homes live under one per-process directory that is removed at
