@@ -323,7 +323,9 @@ def fetch_sdist(layout: Layout, package: str, version: str, sha256: str | None) 
     """
     layout.cache_dir.mkdir(parents=True, exist_ok=True)
     target = layout.cache_dir / f"{package}-{version}.tar.gz"
-    if not target.exists():
+    if target.exists():
+        actual = _sha256(target)
+    else:
         with tempfile.TemporaryDirectory(dir=layout.cache_dir) as tmp:
             partial = Path(tmp) / target.name
             index_digest = _download_sdist(package, version, partial)
@@ -334,7 +336,6 @@ def fetch_sdist(layout: Layout, package: str, version: str, sha256: str | None) 
                     f"({index_digest}, got {actual}): the download was discarded"
                 )
             partial.replace(target)
-    actual = _sha256(target)
     if sha256 is not None and actual != sha256:
         target.unlink()
         raise PatchToolError(
