@@ -23,11 +23,9 @@ Where it deliberately differs from ``LanceDBStorage``:
   non-str categories or scope prefixes, ``limit <= 0``, a metadata filter json
   cannot encode).
 
-An existing LanceDB store in the same directory is imported on open: the rows
-it gained since the last import, once each (a record deleted under Rust is not
-brought back). The LanceDB files are only read. ``python -m crewai_rust
-memory-export`` writes the Rust store into LanceDB for a switch back to the
-Python backend.
+Switching backends loses nothing: on open, each backend takes in what the
+other changed in the same directory (writes, updates, deletes, resets), see
+``crewai_rust.memory_sync``. The Rust side only reads LanceDB's files.
 """
 
 from __future__ import annotations
@@ -61,7 +59,6 @@ logger = logging.getLogger("crewai_rust")
 DB_FILENAME = "memories.sqlite3"
 # LanceDBStorage's default table, as a directory of its database.
 LANCEDB_TABLE = "memories"
-_LANCEDB_SOURCE = "lancedb:memories"
 # Below this many records exact search costs a few milliseconds at most, less
 # than building the index (seconds of both cores per process) would repay.
 DEFAULT_APPROXIMATE_FROM_ROWS = 50_000
@@ -282,7 +279,9 @@ class RustMemoryStorage:
         self._path.mkdir(parents=True, exist_ok=True)
         self.db_path = self._path / DB_FILENAME
         self._store = _native().MemoryStore(str(self.db_path), approximate_from_rows=approximate_from_rows)
-        self._import_lancedb()
+        from crewai_rust.memory_sync import pull_into_rust
+
+        pull_into_rust(self)
         if vector_dim is not None:
             self._store.ensure_dim(vector_dim)
 
@@ -298,45 +297,6 @@ class RustMemoryStorage:
     def _has_table(self) -> bool:
         # LanceDBStorage's ``self._table is not None``: a dimension is set.
         return self._store.vector_dim != 0
-
-    def _import_lancedb(self) -> None:
-        table_dir = self._path / f"{LANCEDB_TABLE}.lance"
-        if not table_dir.is_dir():
-            return
-        import lancedb
-
-        table = lancedb.connect(str(self._path)).open_table(LANCEDB_TABLE)
-        # Version numbers restart when the table is dropped and recreated (a
-        # reset, an export): the latest version's commit time tells them apart.
-        latest = table.list_versions()[-1]
-        version = _time_key(latest["timestamp"]) * 1024 + int(latest["version"]) % 1024
-        if self._store.imported_version(_LANCEDB_SOURCE) == version:
-            return
-        rows = []
-        for row in table.to_arrow().to_pylist():
-            if row["id"] == "__schema_placeholder__":
-                continue
-            created_at = str(row["created_at"])
-            rows.append((
-                str(row["id"]),
-                str(row["content"]),
-                str(row["scope"]),
-                row.get("categories_str") or "[]",
-                row.get("metadata_str") or "{}",
-                float(row.get("importance", 0.5)),
-                created_at,
-                _time_key(_parse_time(created_at)),
-                str(row.get("last_accessed") or created_at),
-                row.get("source") or "",
-                bool(row.get("private", False)),
-                _vector_bytes(row["vector"], "vector") if row.get("vector") is not None else None,
-            ))
-        try:
-            dim_hint = int(table.schema.field("vector").type.list_size)
-        except (KeyError, AttributeError, TypeError, ValueError):
-            dim_hint = 0  # no fixed-size vector column: the rows' vectors decide
-        with _upstream_dimension_error():
-            self._store.import_new(_LANCEDB_SOURCE, version, max(dim_hint, 0), rows)
 
     # -- writes ------------------------------------------------------------
 
@@ -522,25 +482,19 @@ class RustMemoryStorage:
         )
 
 
-def export_to_lancedb(path: str | Path | None = None, batch_size: int = 1000) -> int:
-    """Replace the LanceDB table in ``path`` with the Rust store's records; returns how many.
+def export_to_lancedb(path: str | Path | None = None) -> int:
+    """Bring LanceDB in ``path`` up to date with the Rust store now; returns how many records it holds.
 
-    For a switch back to the Python backend (``CREWAI_RUST_MEMORY=0``):
-    upstream's ``LanceDBStorage`` then reads everything written under Rust.
-    The Rust store is left as it is.
+    Opening a ``LanceDBStorage`` does the same (``crewai_rust.memory_sync``):
+    this is for scripts that copy or inspect the LanceDB files by themselves.
     """
     from crewai.memory.storage.lancedb_storage import LanceDBStorage
 
-    source = RustMemoryStorage(path)
-    try:
-        records = source.list_records(limit=max(source.count(), 1))
-        target = LanceDBStorage(path=source.path)
-        target.reset()
-        for start in range(0, len(records), batch_size):
-            target.save(records[start : start + batch_size])
-        return len(records)
-    finally:
-        source.close()
+    from crewai_rust.memory_sync import pull_into_lancedb
+
+    target = LanceDBStorage(path=path if path is not None else default_storage_path())
+    pull_into_lancedb(target)
+    return target.count()
 
 
 def storage_for_spec(spec: str) -> StorageBackend | None:

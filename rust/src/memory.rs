@@ -1249,59 +1249,6 @@ impl MemoryStore {
         self.fallback_dim = self.mirror.dim;
         Ok(())
     }
-
-    /// The version of `source` last imported (0: never).
-    pub fn imported_version(&mut self, source: &str) -> MemoryResult<i64> {
-        Ok(meta(&self.conn, &format!("import:{source}"))?)
-    }
-
-    /// Import the records of another store (`source`, at `version`): those whose
-    /// id no earlier import of `source` brought and the store does not hold.
-    /// So an import is idempotent, a record deleted here is not brought back,
-    /// and records the source gained since are added. Returns how many.
-    pub fn import_new(&mut self, source: &str, version: i64, dim_hint: usize, records: Vec<RecordData>) -> MemoryResult<usize> {
-        for r in &records {
-            if let Some(v) = &r.vector {
-                check_vector("embedding", v)?;
-            }
-        }
-        let fallback = self.fallback_dim;
-        let source = source.to_string();
-        let imported = self.write(|tx, mirror, seq| {
-            tx.execute_batch("CREATE TABLE IF NOT EXISTS imported (source TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (source, id))")?;
-            let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO imported (source, id) VALUES (?1, ?2)")?;
-            let mut fresh = Vec::new();
-            for r in records {
-                if seen.execute(params![source, r.id])? == 1 && !mirror.slot_of.contains_key(&r.id) {
-                    fresh.push(r);
-                }
-            }
-            let mut dim = if mirror.dim != 0 { mirror.dim } else { dim_hint };
-            for v in fresh.iter().filter_map(|r| r.vector.as_ref()) {
-                if dim == 0 {
-                    dim = v.len();
-                }
-                if v.len() != dim {
-                    return Err(MemoryError::DimensionMismatch { stored: dim, new: v.len() });
-                }
-            }
-            if dim == 0 {
-                dim = dim_for_new_store(fallback);
-            }
-            let sets_dim = mirror.dim == 0 && (!fresh.is_empty() || dim_hint != 0);
-            if sets_dim {
-                set_meta(tx, "vector_dim", dim as i64)?;
-            }
-            let staged = insert_rows(tx, fresh, dim, seq)?;
-            set_meta(tx, &format!("import:{source}"), version)?;
-            let count = staged.len();
-            Ok((count, apply_rows(sets_dim.then_some(dim), staged)))
-        })?;
-        if self.mirror.dim != 0 {
-            self.fallback_dim = self.mirror.dim;
-        }
-        Ok(imported)
-    }
 }
 
 const INSERT_ROW: &str = "INSERT OR REPLACE INTO memories (id, content, scope, categories_str, metadata_str, \

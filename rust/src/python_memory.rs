@@ -217,22 +217,6 @@ impl MemoryStore {
         self.with(py, move |s| s.ensure_dim(dim))
     }
 
-    fn imported_version(&self, py: Python<'_>, source: String) -> PyResult<i64> {
-        self.with(py, move |s| s.imported_version(&source))
-    }
-
-    fn import_new(
-        &self,
-        py: Python<'_>,
-        source: String,
-        version: i64,
-        dim_hint: usize,
-        records: Vec<RecordTuple<'_>>,
-    ) -> PyResult<usize> {
-        let records = records.into_iter().map(record_from_tuple).collect::<PyResult<Vec<_>>>()?;
-        self.with(py, move |s| s.import_new(&source, version, dim_hint, records))
-    }
-
     fn touch(&self, py: Python<'_>, ids: Vec<String>, last_accessed: String) -> PyResult<()> {
         self.with(py, move |s| s.touch(&ids, &last_accessed))
     }
