@@ -108,7 +108,7 @@ def cmd_memory_export(args: argparse.Namespace) -> int:
     from crewai_rust.memory import export_to_lancedb
 
     count = export_to_lancedb(args.path)
-    print(f"exported {count} memory record(s) to LanceDB in {args.path or 'the default memory directory'}")
+    print(f"LanceDB in {args.path or 'the default memory directory'} is up to date: {count} memory record(s)")
     return 0
 
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="run workloads whose name contains NAME (repeatable)")
     p_bench.add_argument("--rounds", type=int, default=None, help="timed rounds per side")
     p_export = sub.add_parser("memory-export",
-                              help="write the Rust memory store into LanceDB (before switching memory back to Python)")
+                              help="bring LanceDB up to date with the Rust memory store now (opening it does the same)")
     p_export.add_argument("path", nargs="?", default=None,
                           help="the memory directory (default: LanceDBStorage's default, $CREWAI_STORAGE_DIR/memory)")
     args = parser.parse_args(argv)

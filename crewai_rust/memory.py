@@ -514,7 +514,7 @@ def storage_for_spec(spec: str) -> StorageBackend | None:
     except sqlite3.DatabaseError as exc:
         # Upstream's outcome for a broken store: the crew runs and the error is
         # logged. The file is left as it is; LanceDB keeps this Memory's records
-        # (a RustMemoryStorage imports them once the file is readable again).
+        # (a RustMemoryStorage takes them in once the file is readable again).
         logger.error(
             "crewai_rust: the memory store %s cannot be opened (%s); this Memory uses "
             "upstream's LanceDB storage in %s instead",

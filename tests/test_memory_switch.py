@@ -16,6 +16,8 @@ from crewai.memory.storage.lancedb_storage import LanceDBStorage
 from crewai.memory.types import MemoryRecord
 from crewai.memory.unified_memory import Memory
 
+from conftest import run_in_threads
+
 from crewai_rust import cli
 from crewai_rust.memory import DB_FILENAME, RustMemoryStorage
 from crewai_rust.memory_sync import _Side, fingerprint, plan_merge
@@ -303,3 +305,14 @@ def test_closed_storage_file_can_be_removed_and_storage_reopens(tmp_path: Path) 
     # A later call opens a fresh store rather than writing into an unlinked file.
     assert storage.count() == 0
     assert (tmp_path / DB_FILENAME).exists()
+
+
+def test_stores_opened_at_once_take_lancedbs_records_once(tmp_path: Path) -> None:
+    store = tmp_path / "memory"
+    LanceDBStorage(path=store).save([MemoryRecord(content=f"r{i}", embedding=[float(i + 1)] * DIM) for i in range(50)])
+    opened: list[RustMemoryStorage] = []
+    run_in_threads(lambda _: opened.append(RustMemoryStorage(store)), 4)
+    assert [storage.count() for storage in opened] == [50] * 4
+    for storage in opened:
+        storage.close()
+    assert len(LanceDBStorage(path=store).list_records(limit=1000)) == 50
