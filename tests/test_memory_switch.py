@@ -12,11 +12,10 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
+from conftest import run_in_threads
 from crewai.memory.storage.lancedb_storage import LanceDBStorage
 from crewai.memory.types import MemoryRecord
 from crewai.memory.unified_memory import Memory
-
-from conftest import run_in_threads
 
 from crewai_rust import cli
 from crewai_rust.memory import DB_FILENAME, RustMemoryStorage
