@@ -1,8 +1,9 @@
 """crewai_rust: the Rust core of this crewai fork, with upstream's Python code as fallback.
 
-Every component (memory, tools, tasks, serialization, database) runs on Rust
-when the native module ``crewai_rust._native`` imports and the component is
-switched on (the default), and on upstream crewai's own code otherwise.
+The components with a Rust implementation (today: memory, serialization,
+database; tools and tasks run on upstream's code until theirs land) run on
+Rust when the native module ``crewai_rust._native`` imports and the component
+is switched on (the default), and on upstream crewai's own code otherwise.
 ``python -m crewai_rust status`` shows what is in force and why.
 """
 

@@ -1,4 +1,4 @@
-"""``python -m crewai_rust status|bench``."""
+"""``python -m crewai_rust status|bench|memory-export``."""
 
 import sys
 

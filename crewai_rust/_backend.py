@@ -215,17 +215,8 @@ def _python_sqlite_description() -> str:
 
 
 def _switch_reader(variable: str) -> Callable[[], object]:
-    """A cheap, live read of one environment variable, for the per-call decision.
-
-    ``os.environ.get`` costs about a microsecond (it encodes the key and
-    decodes the value); CPython's ``os.environ`` keeps its values in a dict
-    under encoded keys, which is read here directly when present.
-    """
-    data = getattr(os.environ, "_data", None)
-    encodekey = getattr(os.environ, "encodekey", None)
-    if not isinstance(data, dict) or encodekey is None:
-        return functools.partial(os.environ.get, variable)
-    return functools.partial(data.get, encodekey(variable))
+    """A live read of one environment variable, for the per-call decision."""
+    return functools.partial(os.environ.get, variable)
 
 
 def _decider(component: str) -> Callable[[], bool]:
@@ -265,13 +256,6 @@ def use_rust(component: str) -> bool:
 def decider(component: str) -> Callable[[], bool]:
     """The zero-argument form of ``use_rust(component)``, for hooks called per value."""
     return _deciders[component]
-
-
-def validate_environment() -> None:
-    """Raise ConfigurationError for any switch with an invalid value."""
-    master_setting()
-    for component in COMPONENTS:
-        _component_setting(component)
 
 
 def configure_rust_components(

@@ -1,4 +1,5 @@
-"""Command line: ``status`` (what runs on Rust and why) and ``bench`` (upstream vs Rust)."""
+"""Command line: ``status`` (what runs on Rust and why), ``bench`` (upstream vs Rust) and
+``memory-export`` (bring LanceDB up to date with the Rust memory store now)."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ _BASE_FORMAT = "base_format"
 _WRITE_BATCH = 1000
 _BUSY_TIMEOUT_S = 30.0
 
-_placeholder = "__schema_placeholder__"
+_SCHEMA_PLACEHOLDER = "__schema_placeholder__"
 
 
 def fingerprint(row: Row) -> str:
@@ -104,13 +104,13 @@ class _Side:
         duplicates: dict[str, list[str]] = {}
         for row in rows:
             record_id = row[0]
-            print_ = fingerprint(row)
+            version_print = fingerprint(row)
             if record_id in side.rows:
-                duplicates.setdefault(record_id, [side.fingerprints[record_id]]).append(print_)
+                duplicates.setdefault(record_id, [side.fingerprints[record_id]]).append(version_print)
                 if _accessed_key(row) < _accessed_key(side.rows[record_id]):
                     continue
             side.rows[record_id] = row
-            side.fingerprints[record_id] = print_
+            side.fingerprints[record_id] = version_print
         for record_id, prints in duplicates.items():
             side.fingerprints[record_id] = "dup:" + hashlib.blake2b("".join(sorted(prints)).encode(),
                                                                     digest_size=16).hexdigest()
@@ -291,7 +291,7 @@ def lancedb_rows(table: Any) -> list[Row]:
     rows = []
     for i in range(data.num_rows):
         record_id = str(columns["id"][i])
-        if record_id == _placeholder:
+        if record_id == _SCHEMA_PLACEHOLDER:
             continue
         created_at = str(columns["created_at"][i])
         categories = columns.get("categories_str", [None] * data.num_rows)[i]
@@ -384,8 +384,9 @@ def _pull_into_rust(storage: RustMemoryStorage) -> None:
             plan = plan_merge(theirs, mine, base)
             if plan.deletes:
                 storage._store.delete_ids(plan.deletes)
-            if plan.upserts:
-                dim_hint = _lancedb_dim(table) if table is not None else 0
+            dim_hint = _lancedb_dim(table) if table is not None else 0
+            if plan.upserts or (dim_hint and storage._store.vector_dim == 0 and storage._store.count() == 0):
+                # An empty LanceDB table still fixes the dimension, as for LanceDBStorage.
                 _save_rows_into_rust(storage, plan.upserts, dim_hint)
             store_file.commit_plan(plan, base, (_LANCEDB_SEEN, marker))
     finally:

@@ -198,3 +198,11 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0, result.stderr
     assert "memory" in result.stdout
     assert sys.executable
+
+
+def test_the_documented_utils_path_imports_the_same_objects() -> None:
+    import crewai_rust
+    from crewai_rust.utils import configure_rust_components, use_rust
+
+    assert configure_rust_components is crewai_rust.configure_rust_components
+    assert use_rust is crewai_rust.use_rust

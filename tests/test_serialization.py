@@ -927,6 +927,46 @@ def test_to_serializable_of_json_payloads_matches_upstream(
     )
 
 
+class _UtcNoneTz(dt.tzinfo):
+    """A tzinfo whose utcoffset() is None: isoformat() writes no offset."""
+
+    def utcoffset(self, value: dt.datetime | None) -> None:
+        return None
+
+
+class _ShiftedDatetime(dt.datetime):
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return "shifted " + super().isoformat(sep, timespec)
+
+
+class _ShoutingUUID(uuid.UUID):
+    def __str__(self) -> str:
+        return super().__str__().upper()
+
+
+# Offsets with seconds and microseconds, both signs: every branch of isoformat's offset.
+fixed_offsets = st.builds(
+    lambda us: dt.timezone(dt.timedelta(microseconds=us)),
+    st.integers(-(24 * 3600 * 10**6) + 1, 24 * 3600 * 10**6 - 1),
+)
+any_zone = st.none() | fixed_offsets | st.sampled_from([dt.timezone.utc, _UtcNoneTz()]) | st.timezones()
+
+
+@examples(300)
+@given(value=st.uuids() | st.dates() | st.datetimes(timezones=any_zone) | st.times(timezones=any_zone))
+def test_uuids_dates_and_times_match_upstream(rust: None, value: Any) -> None:
+    """The native formatting of exact UUIDs, dates and datetimes (and the
+    Python path of times), against upstream, over their whole range."""
+    assert ser.to_serializable([value]) == upstream_to_serializable([value], None, 5)
+
+
+def test_uuid_and_datetime_subclasses_keep_their_overrides(rust: None) -> None:
+    values = [_ShiftedDatetime(2026, 1, 2, 3, 4, 5), _ShoutingUUID(int=255), dt.datetime(2026, 1, 2, tzinfo=_UtcNoneTz())]
+    assert ser.to_serializable(values) == upstream_to_serializable(values, None, 5) == [
+        "shifted 2026-01-02T03:04:05", "00000000-0000-0000-0000-0000000000FF", "2026-01-02T00:00:00",
+    ]
+
+
 def _fixed_graphs() -> dict[str, Any]:
     key = (1, 2)
     tagged = Tagged("k")

@@ -74,6 +74,48 @@ def messages(count: int) -> list[dict[str, Any]]:
     return out
 
 
+def stamped_messages(count: int) -> list[dict[str, Any]]:
+    """:func:`messages`, each carrying a ``uuid.UUID`` id and an aware ``datetime``
+    timestamp, as crewai's event records do."""
+    import uuid
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    return [{**message, "id": uuid.UUID(int=0x1234_5678_9ABC_DEF0 * (i + 1)), "timestamp": start + timedelta(
+        seconds=i, microseconds=i * 7)} for i, message in enumerate(messages(count))]
+
+
+def crew_events(count: int) -> list[Any]:
+    """``count`` rounds of an agent's LLM call started/completed (with its
+    messages), a tool call finished and a task completed: crewai's own event objects."""
+    from datetime import datetime, timedelta, timezone
+
+    from crewai.events.types.llm_events import (
+        LLMCallCompletedEvent,
+        LLMCallStartedEvent,
+        LLMCallType,
+    )
+    from crewai.events.types.task_events import TaskCompletedEvent
+    from crewai.events.types.tool_usage_events import ToolUsageFinishedEvent
+
+    history = messages(12)
+    start = datetime(2026, 11, 30, 9, 0)
+    events: list[Any] = []
+    for i in range(count):
+        events.append(LLMCallStartedEvent(messages=history, model="gpt-4o-mini", call_id=f"call-{i}",
+                                          temperature=0.2))
+        events.append(LLMCallCompletedEvent(messages=history, response=f"Thought: step {i} done.",
+                                            call_type=LLMCallType.LLM_CALL, model="gpt-4o-mini", call_id=f"call-{i}",
+                                            usage={"prompt_tokens": 900 + i, "completion_tokens": 40}))
+        events.append(ToolUsageFinishedEvent(tool_name="search_the_web", tool_args={"query": f"item {i}"},
+                                             started_at=start + timedelta(seconds=i),
+                                             finished_at=(start + timedelta(seconds=i, milliseconds=350)).replace(
+                                                 tzinfo=timezone.utc),
+                                             output=f"Result {i}: growth was 3.2%.", agent_role="Researcher"))
+        events.append(TaskCompletedEvent(output=_task_output(i), task_name=f"research_{i}"))
+    return events
+
+
 def _task_output(index: int) -> Any:
     from crewai.tasks.task_output import TaskOutput
 
@@ -181,6 +223,19 @@ def message_cases(quick: bool) -> Iterator[Case]:
             payload = messages(count)
             yield Case(f"{count} messages", _upstream_to_serializable(payload), _hooked_to_serializable(payload),
                        _same, anchor=_orjson_round_trip(payload))
+        stamped = stamped_messages(200)
+        yield Case("200 messages with UUID ids and timestamps", _upstream_to_serializable(stamped),
+                   _hooked_to_serializable(stamped), _same, anchor=_orjson_round_trip(stamped))
+
+
+@workload("serialization.events", component="serialization",
+          description="crewai's event objects (LLM call started/completed with their messages, tool usage "
+                      "finished, task completed) through BaseEvent.to_json, as the event bus and tracing do")
+def event_cases(quick: bool) -> Iterator[Case]:
+    with forced_backend("serialization", "rust"):
+        events = crew_events(5 if quick else 25)
+        yield Case(f"{len(events)} events", _upstream_to_serializable(events), _hooked_to_serializable(events),
+                   _same, anchor=_orjson_round_trip(events))
 
 
 @workload("serialization.outputs", component="serialization",

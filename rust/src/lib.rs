@@ -1,15 +1,15 @@
 //! Rust core of the crewai fork.
 //!
 //! The plain modules here know nothing of Python and are tested with
-//! `cargo test`; `python` (behind the `python` feature) is the thin PyO3
-//! layer that maturin builds into `crewai_rust._native`.
+//! `cargo test`, one per component of the Python package (`database`,
+//! `memory`, `serialization`); `python` (behind the `python` feature) is the
+//! thin PyO3 layer that maturin builds into `crewai_rust._native`, laid out the
+//! same way.
 
-pub mod ann;
 pub mod build_info;
-pub mod json;
+pub mod database;
 pub mod memory;
-pub mod sqlite;
-pub mod vector;
+pub mod serialization;
 
 /// Lock `mutex`, also when a panic poisoned it: every panic here surfaces as
 /// a Python exception, and the data each of these mutexes guards stays
@@ -20,10 +20,6 @@ pub(crate) fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_
 
 #[cfg(feature = "python")]
 mod python;
-#[cfg(feature = "python")]
-mod python_memory;
-#[cfg(feature = "python")]
-mod python_serialization;
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -781,6 +781,101 @@ impl Sink for ValueSink {
     }
 }
 
+/// A calendar date and, for a `datetime`, its wall-clock time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CivilDateTime {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    /// `(hour, minute, second, microsecond)`; None for a `date`.
+    pub time: Option<(u8, u8, u8, u32)>,
+}
+
+impl CivilDateTime {
+    /// From the state CPython's `datetime.datetime` (10 bytes) and
+    /// `datetime.date` (4 bytes) pickle: big-endian year, month (its high bit
+    /// is `fold` in newer protocols), day, hour, minute, second, then a
+    /// big-endian 24-bit microsecond. None for anything else or out of range.
+    pub fn from_pickle_state(state: &[u8]) -> Option<CivilDateTime> {
+        if state.len() != 4 && state.len() != 10 {
+            return None;
+        }
+        let year = u16::from_be_bytes([state[0], state[1]]);
+        let (month, day) = (state[2] & 0x7F, state[3]);
+        let time = if state.len() == 10 {
+            let microsecond = u32::from_be_bytes([0, state[7], state[8], state[9]]);
+            Some((state[4], state[5], state[6], microsecond))
+        } else {
+            None
+        };
+        let date_ok = (1..=9999).contains(&year) && (1..=12).contains(&month) && (1..=31).contains(&day);
+        let time_ok = time.map_or(true, |(h, m, s, us)| h < 24 && m < 60 && s < 60 && us < 1_000_000);
+        (date_ok && time_ok).then_some(CivilDateTime { year, month, day, time })
+    }
+}
+
+fn write_padded(out: &mut Vec<u8>, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut rest = value;
+    for slot in digits[..width].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
+}
+
+/// `value.isoformat()` of a `date` or `datetime` whose `utcoffset()` is
+/// `utc_offset_us` microseconds (None: naive), byte for byte as CPython writes it.
+pub fn write_isoformat(out: &mut Vec<u8>, value: &CivilDateTime, utc_offset_us: Option<i64>) {
+    write_padded(out, value.year.into(), 4);
+    out.push(b'-');
+    write_padded(out, value.month.into(), 2);
+    out.push(b'-');
+    write_padded(out, value.day.into(), 2);
+    let Some((hour, minute, second, microsecond)) = value.time else {
+        return;
+    };
+    out.push(b'T');
+    write_padded(out, hour.into(), 2);
+    out.push(b':');
+    write_padded(out, minute.into(), 2);
+    out.push(b':');
+    write_padded(out, second.into(), 2);
+    if microsecond != 0 {
+        out.push(b'.');
+        write_padded(out, microsecond, 6);
+    }
+    if let Some(offset) = utc_offset_us {
+        out.push(if offset < 0 { b'-' } else { b'+' });
+        let offset = offset.unsigned_abs();
+        let (hours, rest) = (offset / 3_600_000_000, offset % 3_600_000_000);
+        let (minutes, rest) = (rest / 60_000_000, rest % 60_000_000);
+        let (seconds, microseconds) = (rest / 1_000_000, rest % 1_000_000);
+        write_padded(out, hours as u32, 2);
+        out.push(b':');
+        write_padded(out, minutes as u32, 2);
+        if seconds != 0 || microseconds != 0 {
+            out.push(b':');
+            write_padded(out, seconds as u32, 2);
+            if microseconds != 0 {
+                out.push(b'.');
+                write_padded(out, microseconds as u32, 6);
+            }
+        }
+    }
+}
+
+/// `str(uuid.UUID(int=value))`: 32 lowercase hex digits grouped 8-4-4-4-12.
+pub fn write_uuid(out: &mut Vec<u8>, value: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, shift) in (0..32).rev().enumerate() {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push(b'-');
+        }
+        out.push(HEX[((value >> (shift * 4)) & 0xF) as usize]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -972,5 +1067,35 @@ mod tests {
         assert!(matches!(decode(&deep), Err(DecodeError::Unsupported(_))));
         let ok = "[".repeat(MAX_NESTING) + &"]".repeat(MAX_NESTING);
         assert!(decode(&ok).is_ok());
+    }
+
+    #[test]
+    fn isoformat_matches_cpython() {
+        let at = |state: &[u8], offset| {
+            let mut out = Vec::new();
+            write_isoformat(&mut out, &CivilDateTime::from_pickle_state(state).unwrap(), offset);
+            String::from_utf8(out).unwrap()
+        };
+        // datetime(2026, 11, 30, 12, 5, 7, 123456).__reduce__()[1][0]
+        let state = b"\x07\xea\x0b\x1e\x0c\x05\x07\x01\xe2@";
+        assert_eq!(at(state, None), "2026-11-30T12:05:07.123456");
+        assert_eq!(at(state, Some(0)), "2026-11-30T12:05:07.123456+00:00");
+        assert_eq!(at(state, Some(-(3 * 3600 + 30 * 60 + 5) * 1_000_000 - 7)), "2026-11-30T12:05:07.123456-03:30:05.000007");
+        assert_eq!(at(b"\x00\x05\x01\x01\x00\x00\x00\x00\x00\x00", Some(5_400_000_000)), "0005-01-01T00:00:00+01:30");
+        assert_eq!(at(b"\x07\xea\x01\x02", None), "2026-01-02");
+        // The fold bit newer pickle protocols set in the month byte.
+        assert_eq!(at(b"\x07\xea\x8b\x1e\x00\x00\x00\x00\x00\x00", None), "2026-11-30T00:00:00");
+        assert_eq!(CivilDateTime::from_pickle_state(b"\x07\xea\x0d\x01"), None);
+        assert_eq!(CivilDateTime::from_pickle_state(b"short"), None);
+    }
+
+    #[test]
+    fn uuid_text_matches_python() {
+        let mut out = Vec::new();
+        write_uuid(&mut out, 0x12345678_9abc_def0_1234_56789abcdef0);
+        assert_eq!(out, b"12345678-9abc-def0-1234-56789abcdef0");
+        out.clear();
+        write_uuid(&mut out, 1);
+        assert_eq!(out, b"00000000-0000-0000-0000-000000000001");
     }
 }

@@ -21,11 +21,22 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::ann::AnnIndex;
+pub mod ann;
+mod filter;
+mod mirror;
+mod search;
+pub mod vector;
+
+pub use filter::{python_eq, Filter, ScopeMatch};
+pub use mirror::{IndexStatus, ScopeSummary};
+use mirror::{Mirror, Row, ScopeStats};
+use search::{nearest_exact, nearest_two_pass, HALF_PASS_MIN_FLOATS, PARALLEL_MIN_FLOATS, SCAN_THREADS};
+
+use ann::AnnIndex;
 use crate::locked;
-use crate::json::{self, Value};
-use crate::sqlite::{enter_wal_mode, DbError};
-use crate::vector::{f32_from_le_bytes, f32_le_bytes, half_squared_l2_kernel, squared_l2, to_half};
+use crate::serialization::{self as json, Value};
+use crate::database::{enter_wal_mode, DbError};
+use vector::{f32_from_le_bytes, f32_le_bytes, half_squared_l2_kernel, squared_l2, to_half};
 
 /// LanceDB's default when a store's dimension is not known yet and a batch
 /// carries no embedding (`lancedb_storage.DEFAULT_VECTOR_DIM`).
@@ -115,110 +126,6 @@ pub struct RecordData {
     pub vector: Option<Vec<f32>>,
 }
 
-/// Which scopes a filter admits.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ScopeMatch {
-    Any,
-    /// `scope.startswith(prefix)` (LanceDB's `LIKE 'prefix%'`).
-    Prefix(String),
-    /// A prefix, or the root scope `/` (upstream's scoped delete); in a
-    /// `Filter`, `created_before` limits the root scope only.
-    PrefixOrRoot(String),
-    /// `low <= scope < high` (upstream's scoped reset).
-    Range(String, String),
-}
-
-impl ScopeMatch {
-    fn admits(&self, scope: &str) -> bool {
-        match self {
-            ScopeMatch::Any => true,
-            ScopeMatch::Prefix(p) => scope.starts_with(p.as_str()),
-            ScopeMatch::PrefixOrRoot(p) => scope.starts_with(p.as_str()) || scope == "/",
-            ScopeMatch::Range(low, high) => scope >= low.as_str() && scope < high.as_str(),
-        }
-    }
-}
-
-/// The row predicates upstream's storage methods use, evaluated before ranking.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Filter {
-    pub scope: ScopeMatch,
-    /// Any of these among the record's categories; empty admits all.
-    pub categories: Vec<String>,
-    /// Every key equal (Python `==` on JSON values; a missing key is `None`); empty admits all.
-    pub metadata: Vec<(String, Value)>,
-    /// `created_key < created_before`.
-    pub created_before: Option<i64>,
-}
-
-impl Filter {
-    pub fn scope(scope: ScopeMatch) -> Filter {
-        Filter { scope, categories: Vec::new(), metadata: Vec::new(), created_before: None }
-    }
-
-    fn admits(&self, row: &Row) -> bool {
-        (self.categories.is_empty() || self.categories.iter().any(|c| row.categories.contains(c)))
-            && self.admits_besides_categories(row)
-    }
-
-    fn admits_besides_categories(&self, row: &Row) -> bool {
-        let older = self.created_before.map_or(true, |before| row.data.created_key < before);
-        let scope_and_age = match &self.scope {
-            // Upstream's scoped delete writes `scope LIKE 'p%' OR scope = '/' AND
-            // created_at < t`: by SQL's precedence the age limits the root scope only.
-            ScopeMatch::PrefixOrRoot(prefix) => row.data.scope.starts_with(prefix.as_str()) || (row.data.scope == "/" && older),
-            scope => scope.admits(&row.data.scope) && older,
-        };
-        scope_and_age
-            && self.metadata.iter().all(|(key, expected)| {
-                let actual = match &row.metadata {
-                    Some(Value::Object(entries)) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-                    _ => None,
-                };
-                python_eq(actual.unwrap_or(&Value::Null), expected)
-            })
-    }
-}
-
-/// Python's `==` between two JSON-decoded values (`True == 1 == 1.0`, NaN unequal to itself).
-pub fn python_eq(a: &Value, b: &Value) -> bool {
-    use Value::*;
-    match (a, b) {
-        (Null, Null) => true,
-        (Str(x), Str(y)) => x == y,
-        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| python_eq(p, q)),
-        (Object(x), Object(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|(k, v)| y.iter().any(|(k2, v2)| k == k2 && python_eq(v, v2)))
-        }
-        (BigInt(x), BigInt(y)) => x == y,
-        (BigInt(x), Float(f)) | (Float(f), BigInt(x)) => x.parse::<f64>().map_or(false, |v| v == *f),
-        _ => match (as_number(a), as_number(b)) {
-            (Some(Number::Int(x)), Some(Number::Int(y))) => x == y,
-            (Some(Number::Int(i)), Some(Number::Float(f))) | (Some(Number::Float(f)), Some(Number::Int(i))) => {
-                // Exact, as CPython compares int and float.
-                f.fract() == 0.0 && f.abs() < 1e19 && (f as i128) == i as i128
-            }
-            (Some(Number::Float(x)), Some(Number::Float(y))) => x == y,
-            _ => false,
-        },
-    }
-}
-
-enum Number {
-    Int(i64),
-    Float(f64),
-}
-
-fn as_number(v: &Value) -> Option<Number> {
-    match v {
-        Value::Bool(b) => Some(Number::Int(*b as i64)),
-        Value::Int(i) => Some(Number::Int(*i)),
-        Value::Float(f) => Some(Number::Float(*f)),
-        _ => None,
-    }
-}
-
 /// Stored categories and metadata, strings in [`json::parse_lossless`]'s form:
 /// a lone surrogate (which Python strings, and so `json.dumps`, allow) must not
 /// make a record's categories or metadata unreadable, and so invisible to
@@ -237,282 +144,6 @@ fn parse_categories(text: &str) -> Vec<String> {
     }
 }
 
-/// A record in the mirror; its vector lives in `Mirror::vectors` at the same slot.
-#[derive(Debug, Clone)]
-struct Row {
-    data: RecordData,
-    categories: Vec<String>,
-    /// Bit `i` set for the mirror's category number `i` (the first 64 seen),
-    /// so a category filter tests a word instead of chasing strings.
-    category_mask: u64,
-    metadata: Option<Value>,
-    seq: i64,
-}
-
-impl Row {
-    fn new(mut data: RecordData, seq: i64) -> Row {
-        data.vector = None;
-        let categories = parse_categories(&data.categories_str);
-        let metadata = parse_json(&data.metadata_str);
-        Row { data, categories, category_mask: 0, metadata, seq }
-    }
-}
-
-/// What `get_scope_info` and friends need of one distinct scope.
-#[derive(Debug, Default, Clone)]
-struct ScopeStats {
-    count: usize,
-    /// Occurrences per category (a category listed twice counts twice, as upstream's loop does).
-    categories: HashMap<String, usize>,
-    /// created_at (key, text) multiset, for the oldest and newest record.
-    created: BTreeMap<(i64, String), usize>,
-}
-
-/// Upstream's `ScopeInfo`, before the Python wrapper parses the datetimes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScopeSummary {
-    pub record_count: usize,
-    pub categories: Vec<String>,
-    pub oldest: Option<String>,
-    pub newest: Option<String>,
-    pub child_scopes: Vec<String>,
-}
-
-/// Where a background build leaves its index.
-#[derive(Default)]
-struct AnnInbox {
-    ready: Mutex<Option<AnnIndex>>,
-    building: AtomicBool,
-}
-
-#[derive(Default)]
-struct AnnState {
-    index: Option<AnnIndex>,
-    /// Replaced when the mirror is cleared, so a build of old rows lands nowhere.
-    inbox: Arc<AnnInbox>,
-    /// Searches through the index so far, and how many of them were checked
-    /// against exact search, with the results both found.
-    searches: u64,
-    verified: u64,
-    found: u64,
-    wanted: u64,
-    /// The index missed too much on this store's data: exact search from now on.
-    disabled: bool,
-}
-
-/// The index must find this share of the exact top k on the store's own
-/// queries, or the store goes back to exact search.
-pub const MIN_RECALL: f64 = 0.95;
-/// The first searches through an index are all checked, then one in this many.
-const CALIBRATION_SEARCHES: u64 = 32;
-const VERIFY_EVERY: u64 = 128;
-
-impl AnnState {
-    fn verification_due(&mut self) -> bool {
-        self.searches += 1;
-        self.searches <= CALIBRATION_SEARCHES || self.searches % VERIFY_EVERY == 0
-    }
-
-    fn record_verification(&mut self, found: usize, wanted: usize) {
-        self.verified += 1;
-        self.found += found as u64;
-        self.wanted += wanted as u64;
-        if self.verified >= CALIBRATION_SEARCHES && self.recall().is_some_and(|r| r < MIN_RECALL) {
-            self.disabled = true;
-            self.index = None;
-        }
-    }
-
-    fn recall(&self) -> Option<f64> {
-        (self.wanted > 0).then(|| self.found as f64 / self.wanted as f64)
-    }
-}
-
-/// What the approximate index is doing, for status and the bench.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IndexStatus {
-    /// "off" (store below the threshold), "building", "ready" or "disabled".
-    pub state: &'static str,
-    /// Recall@k measured against exact search on this store's queries.
-    pub measured_recall: Option<f64>,
-    pub verified_searches: u64,
-}
-
-#[derive(Default)]
-struct Mirror {
-    dim: usize,
-    rows: Vec<Row>,
-    vectors: Vec<f32>,
-    /// Half-precision copies of `vectors` and their error bounds, per slot.
-    halves: Vec<u16>,
-    half_errors: Vec<f32>,
-    /// Per slot, a label that never changes while the row stays (slots move
-    /// on removal); the approximate index refers to rows by label.
-    labels: Vec<usize>,
-    slot_of_label: HashMap<usize, usize>,
-    next_label: usize,
-    ann: AnnState,
-    /// Every category seen, numbered in order of appearance (see `Row::category_mask`).
-    category_numbers: HashMap<String, usize>,
-    slot_of: HashMap<String, usize>,
-    scopes: BTreeMap<String, ScopeStats>,
-    /// The last sequence number applied, the store's epoch (bumped by a full
-    /// reset), and the data_version seen when they were read.
-    seq: i64,
-    epoch: i64,
-    data_version: i64,
-}
-
-impl Mirror {
-    fn clear(&mut self) {
-        let data_version = self.data_version;
-        *self = Mirror { data_version, ..Mirror::default() };
-    }
-
-    fn vector(&self, slot: usize) -> &[f32] {
-        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
-    }
-
-    fn account(&mut self, row: &Row, add: bool) {
-        let stats = self.scopes.entry(row.data.scope.clone()).or_default();
-        let created = (row.data.created_key, row.data.created_at.clone());
-        if add {
-            stats.count += 1;
-            for c in &row.categories {
-                *stats.categories.entry(c.clone()).or_default() += 1;
-            }
-            *stats.created.entry(created).or_default() += 1;
-        } else {
-            stats.count -= 1;
-            for c in &row.categories {
-                if let Some(n) = stats.categories.get_mut(c) {
-                    *n -= 1;
-                    if *n == 0 {
-                        stats.categories.remove(c);
-                    }
-                }
-            }
-            if let Some(n) = stats.created.get_mut(&created) {
-                *n -= 1;
-                if *n == 0 {
-                    stats.created.remove(&created);
-                }
-            }
-            if stats.count == 0 {
-                self.scopes.remove(&row.data.scope);
-            }
-        }
-    }
-
-    fn remove(&mut self, id: &str) -> bool {
-        let Some(slot) = self.slot_of.remove(id) else { return false };
-        let row = self.rows.swap_remove(slot);
-        self.account(&row, false);
-        let last = self.rows.len();
-        if slot != last {
-            let (dim, moved) = (self.dim, &self.rows[slot].data.id);
-            self.vectors.copy_within(last * dim..(last + 1) * dim, slot * dim);
-            self.halves.copy_within(last * dim..(last + 1) * dim, slot * dim);
-            self.half_errors[slot] = self.half_errors[last];
-            self.slot_of.insert(moved.clone(), slot);
-        }
-        self.vectors.truncate(last * self.dim);
-        self.halves.truncate(last * self.dim);
-        self.half_errors.truncate(last);
-        self.slot_of_label.remove(&self.labels.swap_remove(slot));
-        if slot != last {
-            self.slot_of_label.insert(self.labels[slot], slot);
-        }
-        true
-    }
-
-    /// Insert or replace; `vector` must have the mirror's dimension.
-    fn upsert(&mut self, mut row: Row, vector: &[f32]) {
-        row.category_mask = 0;
-        for category in &row.categories {
-            let next = self.category_numbers.len();
-            let number = *self.category_numbers.entry(category.clone()).or_insert(next);
-            if number < 64 {
-                row.category_mask |= 1 << number;
-            }
-        }
-        self.remove(&row.data.id);
-        self.account(&row, true);
-        self.slot_of.insert(row.data.id.clone(), self.rows.len());
-        self.rows.push(row);
-        self.vectors.extend_from_slice(vector);
-        let half = to_half(vector);
-        self.halves.extend_from_slice(&half.bits);
-        self.half_errors.push(half.error);
-        self.slot_of_label.insert(self.next_label, self.labels.len());
-        self.labels.push(self.next_label);
-        self.next_label += 1;
-    }
-
-    /// Take an index a background build has finished.
-    fn poll_index(&mut self) {
-        if let Some(index) = locked(&self.ann.inbox.ready).take() {
-            if !self.ann.disabled {
-                self.ann.index = Some(index);
-            }
-        }
-    }
-
-    /// Build the approximate index over the current rows on a background
-    /// thread (searches stay exact until it is ready), unless one is running.
-    fn start_index_build(&mut self) {
-        if self.ann.inbox.building.swap(true, AtomicOrdering::AcqRel) {
-            return;
-        }
-        let (vectors, labels, limit, dim) = (self.vectors.clone(), self.labels.clone(), self.next_label, self.dim);
-        let inbox = Arc::clone(&self.ann.inbox);
-        let spawned = std::thread::Builder::new().name("crewai-rust-memory-index".into()).spawn(move || {
-            // A failed build leaves search exact; the next large search retries.
-            if let Ok(index) = std::panic::catch_unwind(|| AnnIndex::build(&vectors, dim, &labels, limit)) {
-                *locked(&inbox.ready) = Some(index);
-            }
-            inbox.building.store(false, AtomicOrdering::Release);
-        });
-        if spawned.is_err() {
-            self.ann.inbox.building.store(false, AtomicOrdering::Release);
-        }
-    }
-
-    /// Build the approximate index now, on this thread.
-    fn build_index_now(&mut self) {
-        self.ann.index = Some(AnnIndex::build(&self.vectors, self.dim, &self.labels, self.next_label));
-    }
-
-    /// The slots to measure exactly for an unfiltered search through the
-    /// approximate index: its candidates plus every row written since it was
-    /// built. None while no index is ready (a build is started).
-    fn approximate_slots(&mut self, query: &[f32], keep: usize) -> Option<Vec<usize>> {
-        if self.ann.disabled {
-            return None;
-        }
-        self.poll_index();
-        let Some(index) = self.ann.index.as_ref() else {
-            self.start_index_build();
-            return None;
-        };
-        let fresh: Vec<usize> = (0..self.rows.len()).filter(|&slot| self.labels[slot] >= index.label_limit).collect();
-        let indexed_alive = self.rows.len() - fresh.len();
-        // Rebuild once a tenth of the rows are new or a fifth of the graph is dead.
-        let stale = fresh.len() * 10 > index.size || indexed_alive * 5 < index.size * 4;
-        let found = index.search(query, keep, indexed_alive == index.size, &|label| self.slot_of_label.contains_key(&label));
-        let mut slots: Vec<usize> = found.into_iter().filter_map(|label| self.slot_of_label.get(&label).copied()).collect();
-        slots.extend(fresh);
-        if stale {
-            self.start_index_build();
-        }
-        Some(slots)
-    }
-
-    fn half(&self, slot: usize) -> &[u16] {
-        &self.halves[slot * self.dim..(slot + 1) * self.dim]
-    }
-}
-
 /// A change to the mirror, applied once its transaction has committed.
 type Apply = Box<dyn FnOnce(&mut Mirror)>;
 
@@ -521,7 +152,7 @@ pub struct MemoryStore {
     conn: Connection,
     /// After `conn` (see BackgroundCheckpoints). A 10 MB record used to pay
     /// SQLite's inline auto-checkpoint (copy the WAL, fsync) in its own commit.
-    _checkpoints: crate::sqlite::BackgroundCheckpoints,
+    _checkpoints: crate::database::BackgroundCheckpoints,
     mirror: Mirror,
     /// The dimension for records without embeddings when the store has none
     /// (LanceDBStorage keeps its last `_vector_dim` across a full reset).
@@ -568,134 +199,20 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordData, i64)> {
     ))
 }
 
-/// Below this many stored floats one exact pass is as fast as two.
-const HALF_PASS_MIN_FLOATS: usize = 1 << 16;
-
-#[derive(PartialEq, Clone, Copy)]
-struct Candidate {
-    distance: f32,
-    seq: i64,
-    slot: usize,
-}
-
-impl Eq for Candidate {}
-
-impl Ord for Candidate {
-    // Worst first, so the heap's top is the one to evict: larger distance, then newer.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.distance.total_cmp(&other.distance).then(self.seq.cmp(&other.seq))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// The `keep` nearest of `slots` by the exact distance, nearest first (ties: older first).
-fn nearest_exact(m: &Mirror, query: &[f32], keep: usize, slots: impl Iterator<Item = usize>) -> Vec<Candidate> {
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(keep + 1);
-    for slot in slots {
-        let candidate = Candidate { distance: squared_l2(query, m.vector(slot)), seq: m.rows[slot].seq, slot };
-        if heap.len() == keep {
-            if candidate >= *heap.peek().expect("heap is full") {
-                continue;
-            }
-            heap.pop();
-        }
-        heap.push(candidate);
-    }
-    heap.into_sorted_vec()
-}
-
-/// The same answer as [`nearest_exact`], reading mostly the half-precision
-/// copies: a row's exact distance lies within its recorded error (plus float
-/// rounding) of its half-precision distance, so only rows whose lower bound
-/// can beat the `keep`-th smallest upper bound are measured exactly.
-fn nearest_two_pass(
-    m: &Mirror,
-    query: &[f32],
-    keep: usize,
-    admitted: impl Fn(usize) -> bool + Sync,
-    kernel: fn(&[f32], &[u16]) -> f32,
-    parts: usize,
-) -> Vec<Candidate> {
-    let rows = m.rows.len();
-    let parts = parts.clamp(1, rows.max(1));
-    let bounds_of = |range: std::ops::Range<usize>| half_bounds(m, query, keep, range, &admitted, kernel);
-    let chunk = rows.div_ceil(parts);
-    let mut parts_found: Vec<(Vec<(f32, usize)>, Vec<f32>)> = Vec::with_capacity(parts);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..parts)
-            .map(|p| {
-                let range = (p * chunk).min(rows)..((p + 1) * chunk).min(rows);
-                scope.spawn(move || bounds_of(range))
-            })
-            .collect();
-        parts_found.push(bounds_of(0..chunk.min(rows)));
-        for handle in handles {
-            parts_found.push(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-    });
-    let mut uppers: Vec<f32> = parts_found.iter().flat_map(|(_, u)| u.iter().copied()).collect();
-    uppers.sort_unstable_by(f32::total_cmp);
-    let threshold = if uppers.len() >= keep { uppers[keep - 1] } else { f32::INFINITY };
-    let candidates = parts_found
-        .into_iter()
-        .flat_map(|(bounds, _)| bounds.into_iter())
-        .filter(|(lower, _)| *lower <= threshold)
-        .map(|(_, slot)| slot);
-    nearest_exact(m, query, keep, candidates)
-}
-
-const SCAN_THREADS: usize = 2;
-const PARALLEL_MIN_FLOATS: usize = 1 << 22;
-
-/// Over `range`: each admitted row's lower bound, and the `keep` smallest upper bounds.
-fn half_bounds(
-    m: &Mirror,
-    query: &[f32],
-    keep: usize,
-    range: std::ops::Range<usize>,
-    admitted: &impl Fn(usize) -> bool,
-    kernel: fn(&[f32], &[u16]) -> f32,
-) -> (Vec<(f32, usize)>, Vec<f32>) {
-    let mut bounds: Vec<(f32, usize)> = Vec::new();
-    let mut uppers: BinaryHeap<OrderedUpper> = BinaryHeap::with_capacity(keep + 1);
-    for slot in range {
-        if !admitted(slot) {
-            continue;
-        }
-        let approx = kernel(query, m.half(slot)).sqrt();
-        let slack = m.half_errors[slot] + ROUNDING_SLACK * approx + f32::EPSILON;
-        let (lower, upper) = ((approx - slack).max(0.0), approx + slack);
-        bounds.push((lower, slot));
-        uppers.push(OrderedUpper(upper));
-        if uppers.len() > keep {
-            uppers.pop();
-        }
-    }
-    (bounds, uppers.into_iter().map(|u| u.0).collect())
-}
-
-/// Relative rounding of f32 sums over a vector, generously bounded.
-const ROUNDING_SLACK: f32 = 2e-4;
-
-#[derive(PartialEq, PartialOrd)]
-struct OrderedUpper(f32);
-
-impl Eq for OrderedUpper {}
-
-impl Ord for OrderedUpper {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.0.total_cmp(&other.0)
-    }
-}
+/// The largest dimension a store accepts (4 MiB per vector): a store without
+/// one fills records that have no embedding with zeros of its dimension, so an
+/// absurd `vector_dim` would otherwise exhaust memory at the first such save.
+pub const MAX_VECTOR_DIM: usize = 1 << 20;
 
 pub fn check_vector(field: &str, vector: &[f32]) -> MemoryResult<()> {
     if vector.is_empty() {
         return Err(MemoryError::Invalid(format!("{field} must not be empty")));
+    }
+    if vector.len() > MAX_VECTOR_DIM {
+        return Err(MemoryError::Invalid(format!(
+            "{field} has {} dimensions; at most {MAX_VECTOR_DIM} are supported",
+            vector.len()
+        )));
     }
     if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
         return Err(MemoryError::Invalid(format!(
@@ -734,14 +251,14 @@ impl MemoryStore {
         let path = path.into();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)?;
-        crate::sqlite::set_busy_timeout(&conn, busy_timeout)?;
+        crate::database::set_busy_timeout(&conn, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(32);
         refuse_foreign_database(&conn, &path)?;
         enter_wal_mode(&conn, busy_timeout)?;
         // WAL + NORMAL: a commit survives a process crash (SIGKILL included);
         // only an OS crash or power loss may drop the last transactions.
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
-        let checkpoints = crate::sqlite::BackgroundCheckpoints::install(&conn, &path);
+        let checkpoints = crate::database::BackgroundCheckpoints::install(&conn, &path);
         let mut store = MemoryStore { path, conn, _checkpoints: checkpoints, mirror: Mirror::default(), fallback_dim: 0, approximate_from_rows };
         {
             let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1233,8 +750,10 @@ impl MemoryStore {
 
     /// Fix the dimension of a store that has none yet (LanceDBStorage's `vector_dim=`).
     pub fn ensure_dim(&mut self, dim: usize) -> MemoryResult<()> {
-        if dim == 0 {
-            return Err(MemoryError::Invalid("vector_dim must be a positive integer".into()));
+        if dim == 0 || dim > MAX_VECTOR_DIM {
+            return Err(MemoryError::Invalid(format!(
+                "vector_dim must be a positive integer up to {MAX_VECTOR_DIM}, got {dim}"
+            )));
         }
         self.refresh()?;
         if self.mirror.dim != 0 {
@@ -1312,6 +831,8 @@ fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, r: &RecordData, vector: 
 
 #[cfg(test)]
 mod tests {
+    use super::mirror::*;
+    use super::search::*;
     use super::*;
     use crate::test_support::at_once;
 

@@ -13,11 +13,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use crate::json;
+use crate::serialization as json;
 use crate::memory::{Filter, MemoryError, MemoryStore as Store, RecordData, ScopeMatch};
-use crate::python::{db_error, guarded};
-use crate::sqlite::{DbError, ErrorKind};
-use crate::vector::{f32_from_le_bytes, f32_le_bytes};
+use super::errors::{db_error, guarded, timeout_seconds};
+use crate::database::{DbError, ErrorKind};
+use crate::memory::vector::{self, f32_from_le_bytes, f32_le_bytes};
 
 create_exception!(
     _native,
@@ -168,7 +168,7 @@ impl MemoryStore {
     #[new]
     #[pyo3(signature = (path, busy_timeout = 30.0, approximate_from_rows = None))]
     fn new(py: Python<'_>, path: String, busy_timeout: f64, approximate_from_rows: Option<usize>) -> PyResult<Self> {
-        let timeout = Duration::from_secs_f64(busy_timeout.max(0.0));
+        let timeout = timeout_seconds("busy_timeout", busy_timeout)?;
         let approximate_from_rows = approximate_from_rows.unwrap_or(usize::MAX);
         let opened = guarded(|| Ok(py.detach(|| Store::open_with(path.clone(), timeout, approximate_from_rows))))?;
         let store = opened.map_err(|e| memory_error(py, e))?;
@@ -238,6 +238,9 @@ impl MemoryStore {
         limit: usize,
         min_score: f64,
     ) -> PyResult<Bound<'py, PyList>> {
+        if min_score.is_nan() {
+            return Err(PyValueError::new_err("min_score must be a number, got NaN"));
+        }
         let query = vector_from_bytes("query_embedding", query)?;
         let filter = filter_from_tuple(filter)?;
         let hits = self.with(py, move |s| s.search(&query, &filter, limit, min_score))?;
@@ -303,8 +306,17 @@ impl MemoryStore {
     }
 }
 
+#[pyfunction]
+fn batch_dedup_flags(py: Python<'_>, vectors: Vec<Vec<f64>>, threshold: f64) -> PyResult<Vec<bool>> {
+    if threshold.is_nan() {
+        return Err(PyValueError::new_err("threshold must be a number, got NaN"));
+    }
+    guarded(|| Ok(py.detach(|| vector::batch_dedup_flags(&vectors, threshold))))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EmbeddingDimensionError", m.py().get_type::<EmbeddingDimensionError>())?;
     m.add_class::<MemoryStore>()?;
+    m.add_function(wrap_pyfunction!(batch_dedup_flags, m)?)?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 use hnsw_rs::anndists::dist::Distance;
 use hnsw_rs::hnsw::Hnsw;
 
-use crate::vector::squared_l2;
+use super::vector::squared_l2;
 
 /// Graph degree and build effort: recall@10 above 0.95 on the bench's data;
 /// the build costs about 10 s of two cores per 50,000 rows of 384 dimensions.

@@ -3,14 +3,15 @@
 /// Cosine similarity with upstream's edge cases (`EncodingFlow._cosine_similarity`):
 /// 0.0 when the lengths differ, a vector is empty, or either norm is zero.
 pub fn cosine_similarity(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() != b.len() || a.is_empty() {
+    cosine_with_norms(a, b, norm(a), norm(b))
+}
+
+/// [`cosine_similarity`] given both norms (a batch computes each once).
+fn cosine_with_norms(a: &[f64], b: &[f64], norm_a: f64, norm_b: f64) -> f64 {
+    if a.len() != b.len() || a.is_empty() || norm_a == 0.0 || norm_b == 0.0 {
         return 0.0;
     }
-    let (na, nb) = (norm(a), norm(b));
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    dot(a, b) / (na * nb)
+    dot(a, b) / (norm_a * norm_b)
 }
 
 // Sums run left to right like Python's `sum`, so scores match upstream's to
@@ -39,13 +40,7 @@ pub fn batch_dedup_flags(vectors: &[Vec<f64>], threshold: f64) -> Vec<bool> {
             if dropped[i] || vectors[i].is_empty() {
                 continue;
             }
-            let (a, b) = (&vectors[i], &vectors[j]);
-            let sim = if a.len() != b.len() || norms[i] == 0.0 || norms[j] == 0.0 {
-                0.0
-            } else {
-                dot(a, b) / (norms[i] * norms[j])
-            };
-            if sim >= threshold {
+            if cosine_with_norms(&vectors[i], &vectors[j], norms[i], norms[j]) >= threshold {
                 dropped[j] = true;
                 break;
             }

@@ -1,102 +1,16 @@
-//! PyO3 bindings: `crewai_rust._native`. Thin wrappers over the plain modules;
-//! the Python package `crewai_rust` owns the public API and its docstrings.
+//! The database component's bindings: `SqlitePool`, its connections and rows.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use pyo3::create_exception;
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple};
-
-use crate::python_serialization::{CellDecoder, CollectorPaused};
-use crate::sqlite::{self, DbError, ErrorKind, Value};
 use rusqlite::types::ValueRef;
-use crate::{build_info as info, vector};
 
-create_exception!(
-    _native,
-    RustPanicError,
-    PyRuntimeError,
-    "A panic inside crewai_rust's native code, raised as a Python exception instead of aborting."
-);
-
-/// Run `f`, turning a Rust panic into `RustPanicError`.
-///
-/// PyO3 already stops panics at the FFI boundary, but as `PanicException`, a
-/// `BaseException` that `except Exception` in crewai's own code would not
-/// catch; an ordinary `RuntimeError` subclass keeps a crew's error handling
-/// working.
-pub(crate) fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".to_string());
-            Err(RustPanicError::new_err(format!("Rust panic in crewai_rust: {message}")))
-        }
-    }
-}
-
-#[pyfunction]
-fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let built = info::build_info();
-    let dict = PyDict::new(py);
-    dict.set_item("version", built.version)?;
-    dict.set_item("git_sha", built.git_sha)?;
-    dict.set_item("profile", built.profile)?;
-    dict.set_item("target", built.target)?;
-    dict.set_item("features", built.features)?;
-    Ok(dict)
-}
-
-#[pyfunction]
-fn batch_dedup_flags(py: Python<'_>, vectors: Vec<Vec<f64>>, threshold: f64) -> PyResult<Vec<bool>> {
-    if threshold.is_nan() {
-        return Err(PyValueError::new_err("threshold must be a number, got NaN"));
-    }
-    guarded(|| Ok(py.detach(|| vector::batch_dedup_flags(&vectors, threshold))))
-}
-
-/// Panics on purpose, with or without the GIL held; tests prove a panic
-/// surfaces as `RustPanicError` rather than aborting the interpreter.
-#[pyfunction]
-#[pyo3(signature = (message, release_gil = false))]
-fn _panic_for_tests(py: Python<'_>, message: String, release_gil: bool) -> PyResult<()> {
-    guarded(|| {
-        if release_gil {
-            py.detach(|| panic!("{message}"))
-        } else {
-            panic!("{message}")
-        }
-    })
-}
-
-// ----------------------------------------------------------------------------- sqlite
-
-/// The `sqlite3` exception a database error becomes, so upstream code that
-/// catches `sqlite3.Error` (and matches SQLite's messages) works unchanged.
-pub(crate) fn db_error(py: Python<'_>, err: DbError) -> PyErr {
-    let class = match err.kind {
-        ErrorKind::Operational => "OperationalError",
-        ErrorKind::Integrity => "IntegrityError",
-        ErrorKind::Database => "DatabaseError",
-        ErrorKind::Programming => "ProgrammingError",
-    };
-    match py.import("sqlite3").and_then(|m| m.getattr(class)).and_then(|cls| cls.call1((err.message.clone(),))) {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(import_failed) => import_failed,
-    }
-}
-
-fn programming_error(py: Python<'_>, message: String) -> PyErr {
-    db_error(py, DbError { kind: ErrorKind::Programming, message })
-}
+use super::errors::{db_error, guarded, programming_error, timeout_seconds};
+use super::serialization::{CellDecoder, CollectorPaused};
+use crate::database::{self as sqlite, DbError, ErrorKind, Value};
 
 fn to_value(py: Python<'_>, index: usize, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if obj.is_none() {
@@ -264,7 +178,7 @@ impl SqlitePool {
     #[new]
     #[pyo3(signature = (path, busy_timeout = 5.0, max_idle = 8))]
     fn new(py: Python<'_>, path: PathBuf, busy_timeout: f64, max_idle: usize) -> PyResult<Self> {
-        let timeout = seconds(busy_timeout)?;
+        let timeout = timeout_seconds("busy_timeout", busy_timeout)?;
         guarded(|| {
             py.detach(|| sqlite::Pool::open(path, timeout, max_idle))
                 .map(|pool| SqlitePool { inner: Arc::new(pool) })
@@ -275,7 +189,7 @@ impl SqlitePool {
     /// Check out a connection; it goes back to the pool on `close()`.
     #[pyo3(signature = (busy_timeout = 5.0))]
     fn connect(&self, py: Python<'_>, busy_timeout: f64) -> PyResult<SqliteConnection> {
-        let timeout = seconds(busy_timeout)?;
+        let timeout = timeout_seconds("busy_timeout", busy_timeout)?;
         guarded(|| {
             py.detach(|| self.inner.lease(timeout))
                 .map(|lease| SqliteConnection { lease: Mutex::new(lease) })
@@ -297,11 +211,6 @@ impl SqlitePool {
     fn closed(&self) -> bool {
         self.inner.is_closed()
     }
-}
-
-fn seconds(value: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {value}")))
 }
 
 /// One pooled connection, with `sqlite3`'s transaction behaviour.
@@ -381,18 +290,11 @@ fn sqlite_library_address() -> usize {
     sqlite::library_address()
 }
 
-#[pymodule]
-fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("RustPanicError", m.py().get_type::<RustPanicError>())?;
-    m.add_function(wrap_pyfunction!(build_info, m)?)?;
-    m.add_function(wrap_pyfunction!(batch_dedup_flags, m)?)?;
-    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_library_address, m)?)?;
     m.add_class::<SqlitePool>()?;
     m.add_class::<SqliteConnection>()?;
     m.add_class::<SqliteRows>()?;
-    crate::python_serialization::register(m)?;
-    crate::python_memory::register(m)?;
     Ok(())
 }
