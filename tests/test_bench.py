@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_python
 
 from crewai_rust import bench
@@ -38,24 +39,24 @@ def test_bench_only_filters_and_rejects_unknown_names() -> None:
 
 
 def test_every_component_workload_checks_results_before_timing() -> None:
-    calls: list[str] = []
-
-    def upstream() -> int:
-        calls.append("up")
-        return 1
-
-    def rust() -> int:
-        calls.append("rs")
-        return 2
-
-    def check(a: int, b: int) -> None:
-        assert a == b, "differ"
-
-    case = bench.Case("x", upstream, rust, check)
-    try:
-        bench.measure(case, rounds=1)
-    except AssertionError as exc:
-        assert "differ" in str(exc)
-    else:
-        raise AssertionError("a wrong Rust result must fail the bench")
-    assert calls == ["up", "rs"]
+    """For every registered workload and case: the check accepts the real result
+    and, where the case returns a value, rejects a wrong one, so a fast wrong
+    answer fails the bench. (Write cases return None; their checks compare the
+    two stores' files.)"""
+    bench._load_workloads()
+    components = {w.component for w in bench.REGISTRY.values()}
+    assert components >= {"memory", "serialization", "database"}
+    wrong = object()
+    for workload in bench.REGISTRY.values():
+        cases = 0
+        for case in workload.cases(True):  # evaluated inside the generator's context
+            cases += 1
+            reference = case.upstream() if case.upstream else None
+            result = case.rust()
+            case.check(reference, result)
+            if result is None:
+                continue
+            with pytest.raises(Exception):  # noqa: B017 - any failure stops the bench
+                case.check(reference if case.upstream else wrong, wrong)
+                pytest.fail(f"{workload.name} / {case.label}: the check accepts a wrong result")
+        assert cases, f"{workload.name} has no case"

@@ -57,6 +57,8 @@ struct Known {
     uuid: Py<PyType>,
     date: Py<PyType>,
     datetime: Py<PyType>,
+    /// `datetime.timezone.utc`, the zone of `datetime.now(timezone.utc)`.
+    utc: Py<PyAny>,
     base_model: Py<PyType>,
     dataclass_fields: Py<PyAny>,
     int_repr: Py<PyAny>,
@@ -77,6 +79,7 @@ fn known(py: Python<'_>) -> PyResult<&'static Known> {
             uuid: py.import("uuid")?.getattr("UUID")?.cast_into()?.unbind(),
             date: py.import("datetime")?.getattr("date")?.cast_into()?.unbind(),
             datetime: py.import("datetime")?.getattr("datetime")?.cast_into()?.unbind(),
+            utc: py.import("datetime")?.getattr("timezone")?.getattr("utc")?.unbind(),
             base_model: py.import("pydantic")?.getattr("BaseModel")?.cast_into()?.unbind(),
             dataclass_fields: py.import("dataclasses")?.getattr("fields")?.unbind(),
             int_repr: get("int")?.getattr("__repr__")?.unbind(),
@@ -790,8 +793,10 @@ fn exact_scalar_text<'py>(known: &Known, obj: &Bound<'py, PyAny>, ty: *mut ffi::
         let Some(civil) = state.cast::<PyBytes>().ok().and_then(|b| json::CivilDateTime::from_pickle_state(b.as_bytes())) else {
             return Ok(None);
         };
-        let aware = civil.time.is_some() && args.len()? > 1 && !args.get_item(1)?.is_none();
-        let offset = if aware {
+        let tzinfo = if civil.time.is_some() && args.len()? > 1 { Some(args.get_item(1)?) } else { None };
+        let offset = if tzinfo.as_ref().is_some_and(|tz| tz.is(known.utc.bind(py))) {
+            Some(0)
+        } else if tzinfo.as_ref().is_some_and(|tz| !tz.is_none()) {
             // What isoformat() asks too (a tzinfo may answer None).
             let offset = obj.call_method0(pyo3::intern!(py, "utcoffset"))?;
             if offset.is_none() {
