@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crewai_rust._backend import (
     NativeModuleMissingError,
@@ -121,8 +121,32 @@ def _floats(data: bytes) -> list[float]:
     return vector.tolist()
 
 
-def _row(record: MemoryRecord) -> tuple[Any, ...]:
-    """A record in LanceDBStorage's row layout (``_record_to_row``), vector as float32 bytes."""
+class StoredRecord(NamedTuple):
+    """A record as the store keeps it: LanceDBStorage's row layout
+    (``_record_to_row``) plus ``created_key``, the vector as float32 bytes.
+
+    The layout's one Python definition: what ``RustMemoryStorage`` hands the
+    native store (which reads these attributes, and returns ``MemoryRow``s with
+    the same ones), and the columns of the store's ``memories`` table, which
+    ``crewai_rust.memory_sync`` reads.
+    """
+
+    id: str
+    content: str
+    scope: str
+    categories_str: str  # json.dumps(record.categories)
+    metadata_str: str  # json.dumps(record.metadata)
+    importance: float
+    created_at: str  # isoformat()
+    created_key: int  # created_at in microseconds since the epoch (naive = UTC)
+    last_accessed: str  # isoformat()
+    source: str  # record.source or ""
+    private: bool
+    vector: bytes | None  # None: no embedding (stored as zeros)
+
+
+def _row(record: MemoryRecord) -> StoredRecord:
+    """A record in the store's layout, checked for what the store refuses."""
     embedding = record.embedding
     if embedding is None:
         vector = None
@@ -132,38 +156,39 @@ def _row(record: MemoryRecord) -> tuple[Any, ...]:
         vector = _vector_bytes(embedding, f"embedding of record {record.id!r}")
     if "\x00" in record.scope:
         raise ValueError(f"scope of record {record.id!r} contains a NUL character")
-    return (
-        record.id,
-        record.content,
-        record.scope,
-        json.dumps(record.categories),
-        json.dumps(record.metadata),
-        record.importance,
-        record.created_at.isoformat(),
-        _time_key(record.created_at),
-        record.last_accessed.isoformat(),
-        record.source or "",
-        record.private,
-        vector,
+    return StoredRecord(
+        id=record.id,
+        content=record.content,
+        scope=record.scope,
+        categories_str=json.dumps(record.categories),
+        metadata_str=json.dumps(record.metadata),
+        importance=record.importance,
+        created_at=record.created_at.isoformat(),
+        created_key=_time_key(record.created_at),
+        last_accessed=record.last_accessed.isoformat(),
+        source=record.source or "",
+        private=record.private,
+        vector=vector,
     )
 
 
-def _record(row: tuple[Any, ...]) -> MemoryRecord:
-    """LanceDBStorage's ``_row_to_record`` over a native row."""
+def _record(row: Any) -> MemoryRecord:
+    """LanceDBStorage's ``_row_to_record`` over a stored row (a ``StoredRecord``
+    or the native store's ``MemoryRow``)."""
     from crewai.memory.types import MemoryRecord
 
     return MemoryRecord(
-        id=row[0],
-        content=row[1],
-        scope=row[2],
-        categories=json.loads(row[3]) if row[3] else [],
-        metadata=json.loads(row[4]) if row[4] else {},
-        importance=row[5],
-        created_at=_parse_time(row[6]),
-        last_accessed=_parse_time(row[8]),
-        embedding=_floats(row[11]),
-        source=row[9] or None,
-        private=row[10],
+        id=row.id,
+        content=row.content,
+        scope=row.scope,
+        categories=json.loads(row.categories_str) if row.categories_str else [],
+        metadata=json.loads(row.metadata_str) if row.metadata_str else {},
+        importance=row.importance,
+        created_at=_parse_time(row.created_at),
+        last_accessed=_parse_time(row.last_accessed),
+        embedding=_floats(row.vector) if row.vector is not None else None,
+        source=row.source or None,
+        private=row.private,
     )
 
 
@@ -336,17 +361,19 @@ class RustMemoryStorage:
         if record_ids and not (wanted or metadata):
             return int(self._store.delete_ids([str(record_id) for record_id in record_ids]))
         prefix = _scope_prefix(scope_prefix)
+        filters = _native().MemoryFilter
         if wanted or metadata:
-            scope = ("prefix", prefix, None) if prefix is not None else ("any", None, None)
             before = _time_key(older_than) if older_than else None
-            return int(self._store.delete_matching((*scope, wanted, metadata, before)))
+            criteria = {"categories": wanted, "metadata_json": metadata, "created_before": before}
+            chosen = filters.prefix(prefix, **criteria) if prefix is not None else filters.any(**criteria)
+            return int(self._store.delete_matching(chosen))
+        before = _time_key(older_than) if older_than is not None else None
         if prefix is not None:
             # Upstream's scoped delete also matches the root scope "/".
-            scope = ("prefix_or_root", _with_leading_slash(prefix), None)
+            chosen = filters.prefix_or_root(_with_leading_slash(prefix), created_before=before)
         else:
-            scope = ("any", None, None)
-        before = _time_key(older_than) if older_than is not None else None
-        return int(self._store.delete_matching((*scope, [], None, before)))
+            chosen = filters.any(created_before=before)
+        return int(self._store.delete_matching(chosen))
 
     def reset(self, scope_prefix: str | None = None) -> None:
         """Delete everything (the next save may set a new dimension), or one scope's range."""
@@ -356,7 +383,7 @@ class RustMemoryStorage:
         if not self._has_table():
             return
         prefix = scope_prefix.rstrip("/")
-        self._store.delete_matching(("range", prefix, prefix + "/\uffff", [], None, None))
+        self._store.delete_matching(_native().MemoryFilter.range(prefix, prefix + "/\uffff"))
 
     def optimize(self) -> None:
         """Build the approximate index now if the store is large enough to use it
@@ -396,9 +423,11 @@ class RustMemoryStorage:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         query = _vector_bytes(query_embedding, "query_embedding")
-        scope = ("prefix", prefix, None) if prefix is not None else ("any", None, None)
+        filters = _native().MemoryFilter
+        criteria = {"categories": wanted, "metadata_json": metadata}
+        chosen = filters.prefix(prefix, **criteria) if prefix is not None else filters.any(**criteria)
         with _upstream_dimension_error():
-            hits = self._store.search(query, (*scope, wanted, metadata, None), limit, float(min_score))
+            hits = self._store.search(query, chosen, limit, float(min_score))
         return [(_record(row), score) for row, score in hits]
 
     def list_records(self, scope_prefix: str | None = None, limit: int = 200, offset: int = 0) -> list[MemoryRecord]:
@@ -406,8 +435,9 @@ class RustMemoryStorage:
         if limit <= 0 or offset < 0:
             return []
         prefix = _scope_prefix(scope_prefix)
-        scope = ("prefix", _with_leading_slash(prefix), None) if prefix is not None else ("any", None, None)
-        return [_record(row) for row in self._store.list((*scope, [], None, None), limit, offset)]
+        filters = _native().MemoryFilter
+        chosen = filters.prefix(_with_leading_slash(prefix)) if prefix is not None else filters.any()
+        return [_record(row) for row in self._store.list(chosen, limit, offset)]
 
     def get_scope_info(self, scope: str) -> ScopeInfo:
         from crewai.memory.types import ScopeInfo
@@ -416,14 +446,14 @@ class RustMemoryStorage:
         prefix = scope if scope != "/" else ""
         if prefix and not prefix.startswith("/"):
             prefix = "/" + prefix
-        count, categories, oldest, newest, children = self._store.scope_summary(prefix, prefix + "/")
+        summary = self._store.scope_summary(prefix, prefix + "/")
         return ScopeInfo(
             path=scope or "/",
-            record_count=count,
-            categories=sorted(_from_native_str(c) for c in categories),
-            oldest_record=_parse_time(oldest) if oldest is not None else None,
-            newest_record=_parse_time(newest) if newest is not None else None,
-            child_scopes=children,
+            record_count=summary.record_count,
+            categories=sorted(_from_native_str(c) for c in summary.categories),
+            oldest_record=_parse_time(summary.oldest) if summary.oldest is not None else None,
+            newest_record=_parse_time(summary.newest) if summary.newest is not None else None,
+            child_scopes=summary.child_scopes,
         )
 
     def list_scopes(self, parent: str = "/") -> list[str]:

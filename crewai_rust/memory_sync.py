@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from crewai_rust.memory import (
     DB_FILENAME,
     LANCEDB_TABLE,
+    StoredRecord,
     _parse_time,
     _record,
     _time_key,
@@ -53,15 +54,8 @@ if TYPE_CHECKING:
 
     from crewai_rust.memory import RustMemoryStorage
 
-# A record in the native store's row layout: (id, content, scope,
-# categories_str, metadata_str, importance, created_at, created_key,
-# last_accessed, source, private, vector bytes).
-Row = tuple[Any, ...]
-
-_ROW_COLUMNS = (
-    "id, content, scope, categories_str, metadata_str, importance, created_at, "
-    "created_key, last_accessed, source, private, vector"
-)
+# The Rust store's `memories` table has a column per StoredRecord field.
+_ROW_COLUMNS = ", ".join(StoredRecord._fields)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lancedb_sync_base (id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lancedb_sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,13 +73,14 @@ _BUSY_TIMEOUT_S = 30.0
 _SCHEMA_PLACEHOLDER = "__schema_placeholder__"
 
 
-def fingerprint(row: Row) -> str:
+def fingerprint(row: StoredRecord) -> str:
     """A record version's fingerprint: every stored field but the id (and
     ``created_key``, derived from ``created_at``)."""
     digest = hashlib.blake2b(digest_size=16)
-    fields = (row[1], row[2], row[3], row[4], float(row[5]), row[6], row[8], row[9], bool(row[10]))
+    fields = (row.content, row.scope, row.categories_str, row.metadata_str, float(row.importance), row.created_at,
+              row.last_accessed, row.source, bool(row.private))
     digest.update(repr(fields).encode("utf-8", "surrogatepass"))
-    digest.update(row[11] or b"")
+    digest.update(row.vector or b"")
     return digest.hexdigest()
 
 
@@ -95,15 +90,15 @@ class _Side:
     several rows for one id (its ``save`` appends); they count as one version
     whose row is the latest accessed."""
 
-    rows: dict[str, Row] = field(default_factory=dict)
+    rows: dict[str, StoredRecord] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, rows: Iterable[Row]) -> _Side:
+    def of(cls, rows: Iterable[StoredRecord]) -> _Side:
         side = cls()
         duplicates: dict[str, list[str]] = {}
         for row in rows:
-            record_id = row[0]
+            record_id = row.id
             version_print = fingerprint(row)
             if record_id in side.rows:
                 duplicates.setdefault(record_id, [side.fingerprints[record_id]]).append(version_print)
@@ -117,9 +112,9 @@ class _Side:
         return side
 
 
-def _accessed_key(row: Row) -> int:
+def _accessed_key(row: StoredRecord) -> int:
     try:
-        return _time_key(_parse_time(str(row[8])))
+        return _time_key(_parse_time(str(row.last_accessed)))
     except ValueError:
         return 0
 
@@ -128,7 +123,7 @@ def _accessed_key(row: Row) -> int:
 class _Plan:
     """What one side takes from the other, and the base afterwards."""
 
-    upserts: list[Row] = field(default_factory=list)
+    upserts: list[StoredRecord] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     base_set: dict[str, str] = field(default_factory=dict)
     base_drop: list[str] = field(default_factory=list)
@@ -137,7 +132,7 @@ class _Plan:
         return bool(self.upserts or self.deletes or self.base_set or self.base_drop)
 
 
-def _theirs_wins(theirs: Row | None, their_print: str | None, mine: Row | None, my_print: str | None) -> bool:
+def _theirs_wins(theirs: StoredRecord | None, their_print: str | None, mine: StoredRecord | None, my_print: str | None) -> bool:
     """Both sides changed one record: a record beats a deletion, then the later
     ``last_accessed``, then the greater fingerprint (the same answer from either side)."""
     if theirs is None or mine is None:
@@ -218,7 +213,7 @@ class _StoreFile:
 
     def rust_side(self) -> _Side:
         rows = self.conn.execute(f"SELECT {_ROW_COLUMNS} FROM memories")
-        return _Side.of((*row[:10], bool(row[10]), bytes(row[11])) for row in rows)
+        return _Side.of(StoredRecord(*row[:10], bool(row[10]), bytes(row[11])) for row in rows)
 
     def has_base(self) -> bool:
         return self.state(_BASE_FORMAT) is not None
@@ -281,37 +276,40 @@ def lancedb_marker(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def lancedb_rows(table: Any) -> list[Row]:
-    """LanceDB's rows in the native store's layout (the schema placeholder left out)."""
+def lancedb_rows(table: Any) -> list[StoredRecord]:
+    """LanceDB's rows in the store's layout (the schema placeholder left out),
+    with LanceDBStorage's ``_row_to_record`` defaults for missing values."""
     data = table.to_arrow()
-    if data.num_rows == 0:
+    count = data.num_rows
+    if count == 0:
         return []
+    absent = [None] * count
     columns = {name: data.column(name).to_pylist() for name in data.column_names if name != "vector"}
-    vectors = _vector_column_bytes(data.column("vector")) if "vector" in data.column_names else [None] * data.num_rows
+    ids, contents, scopes = columns["id"], columns["content"], columns["scope"]
+    created = columns["created_at"]
+    categories, metadata = columns.get("categories_str", absent), columns.get("metadata_str", absent)
+    importance, accessed = columns.get("importance", absent), columns.get("last_accessed", absent)
+    sources, private = columns.get("source", absent), columns.get("private", absent)
+    vectors = _vector_column_bytes(data.column("vector")) if "vector" in data.column_names else absent
     rows = []
-    for i in range(data.num_rows):
-        record_id = str(columns["id"][i])
+    for i in range(count):
+        record_id = str(ids[i])
         if record_id == _SCHEMA_PLACEHOLDER:
             continue
-        created_at = str(columns["created_at"][i])
-        categories = columns.get("categories_str", [None] * data.num_rows)[i]
-        metadata = columns.get("metadata_str", [None] * data.num_rows)[i]
-        importance = columns.get("importance", [None] * data.num_rows)[i]
-        last_accessed = columns.get("last_accessed", [None] * data.num_rows)[i]
-        private = columns.get("private", [None] * data.num_rows)[i]
-        rows.append((
-            record_id,
-            str(columns["content"][i]),
-            str(columns["scope"][i]),
-            categories or "[]",
-            metadata or "{}",
-            float(importance if importance is not None else 0.5),
-            created_at,
-            _time_key(_parse_time(created_at)),
-            str(last_accessed or created_at),
-            columns.get("source", [None] * data.num_rows)[i] or "",
-            bool(private),
-            vectors[i],
+        created_at = str(created[i])
+        rows.append(StoredRecord(
+            id=record_id,
+            content=str(contents[i]),
+            scope=str(scopes[i]),
+            categories_str=categories[i] or "[]",
+            metadata_str=metadata[i] or "{}",
+            importance=float(importance[i] if importance[i] is not None else 0.5),
+            created_at=created_at,
+            created_key=_time_key(_parse_time(created_at)),
+            last_accessed=str(accessed[i] or created_at),
+            source=sources[i] or "",
+            private=bool(private[i]),
+            vector=vectors[i],
         ))
     return rows
 
@@ -401,12 +399,12 @@ def _open_lancedb_table(directory: Path) -> Any:
     return lancedb.connect(str(directory)).open_table(LANCEDB_TABLE)
 
 
-def _save_rows_into_rust(storage: RustMemoryStorage, rows: list[Row], dim_hint: int) -> None:
+def _save_rows_into_rust(storage: RustMemoryStorage, rows: list[StoredRecord], dim_hint: int) -> None:
     native = storage._store
     with _upstream_dimension_error():
         if native.vector_dim == 0 and dim_hint:
             native.ensure_dim(dim_hint)
-        dims = {len(row[11]) // 4 for row in rows if row[11] is not None}
+        dims = {len(row.vector) // 4 for row in rows if row.vector is not None}
         if native.vector_dim and dims and dims != {native.vector_dim} and native.count() == 0:
             # Both sides were emptied and refilled at another dimension: the store follows.
             native.reset_all()
@@ -462,7 +460,7 @@ def _pull_into_lancedb(storage: LanceDBStorage) -> None:
 def _apply_to_lancedb(storage: LanceDBStorage, plan: _Plan, mine: _Side) -> bool:
     from crewai.memory.storage.backend import EmbeddingDimensionMismatchError
 
-    replaced = [row[0] for row in plan.upserts if row[0] in mine.rows]
+    replaced = [row.id for row in plan.upserts if row.id in mine.rows]
     gone = plan.deletes + replaced
     for start in range(0, len(gone), _WRITE_BATCH):
         storage.delete(record_ids=gone[start:start + _WRITE_BATCH])

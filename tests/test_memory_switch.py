@@ -18,7 +18,7 @@ from crewai.memory.types import MemoryRecord
 from crewai.memory.unified_memory import Memory
 
 from crewai_rust import cli
-from crewai_rust.memory import DB_FILENAME, RustMemoryStorage
+from crewai_rust.memory import DB_FILENAME, RustMemoryStorage, StoredRecord
 from crewai_rust.memory_sync import _Side, fingerprint, plan_merge
 
 DIM = 8
@@ -182,8 +182,9 @@ def test_crew_reset_memories_empties_what_both_backends_see(backends: _Backends,
     assert backends.step(backend) == []
 
 
-def _row(record_id: str, content: str, accessed: str) -> tuple[object, ...]:
-    return (record_id, content, "/", "[]", "{}", 0.5, "2026-01-01T00:00:00", 0, accessed, "", False, b"\0" * 4)
+def _row(record_id: str, content: str, accessed: str) -> StoredRecord:
+    return StoredRecord(record_id, content, "/", "[]", "{}", 0.5, "2026-01-01T00:00:00", 0, accessed, "", False,
+                        b"\0" * 4)
 
 
 def test_a_record_changed_on_both_sides_is_decided_alike_from_either_side() -> None:

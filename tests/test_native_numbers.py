@@ -18,7 +18,7 @@ BAD_INTS = [-1, 2**64, 2**70]
 # What a bad number may raise: ValueError (or TypeError for a wrong type);
 # OverflowError where an int does not fit in 64 bits, as CPython's own APIs do.
 CLEAR_ERRORS = (ValueError, TypeError, OverflowError)
-ANY_FILTER = ("any", None, None, [], None, None)
+ANY_FILTER = _native.MemoryFilter.any()
 QUERY = bytes(4 * 4)
 
 
@@ -71,7 +71,7 @@ def test_counts_and_sizes(tmp_path: Path, store: Any, value: Any) -> None:
         store.list(ANY_FILTER, 10, value)
     if value not in (-1, None):  # a time before 1970, or none, is a valid created_before
         with pytest.raises(CLEAR_ERRORS):
-            store.delete_matching(("any", None, None, [], None, value))
+            store.delete_matching(_native.MemoryFilter.any(created_before=value))
     assert store.count() == 0
 
 

@@ -241,17 +241,26 @@ impl Checkpointer {
 
     /// Stop the thread, waiting for a checkpoint in progress.
     pub(crate) fn stop(&self) {
-        let worker = {
-            let mut state = locked(&self.state);
-            state.stopping = true;
-            self.wake.notify_all();
-            state.worker.take()
-        };
-        if let Some((pid, handle)) = worker {
+        if let Some((pid, handle)) = self.signal_stop() {
             if pid == std::process::id() {
                 let _ = handle.join(); // a forked child has no such thread to wait for
             }
         }
+    }
+
+    /// Stop the thread without waiting for it: what a drop does. A store or pool
+    /// dropped by Python's garbage collector is dropped with the GIL held, and a
+    /// checkpoint in progress may wait out its busy timeout; the thread ends on
+    /// its own once it sees the flag (it holds only its own connection).
+    pub(crate) fn stop_without_waiting(&self) {
+        drop(self.signal_stop());
+    }
+
+    fn signal_stop(&self) -> Option<(u32, std::thread::JoinHandle<()>)> {
+        let mut state = locked(&self.state);
+        state.stopping = true;
+        self.wake.notify_all();
+        state.worker.take()
     }
 
     /// What each pooled connection runs after a commit (it replaces SQLite's
@@ -306,6 +315,8 @@ impl BackgroundCheckpoints {
 
 impl Drop for BackgroundCheckpoints {
     fn drop(&mut self) {
+        // Waits: the memory store drops its checkpoints as it closes (with the
+        // GIL released by the binding), and a clean exit must leave no -wal.
         self.checkpointer.stop();
     }
 }
@@ -630,7 +641,7 @@ impl Drop for Lease {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.checkpointer.stop();
+        self.checkpointer.stop_without_waiting();
     }
 }
 

@@ -1,7 +1,8 @@
 //! PyO3 bindings of the memory store (`crewai_rust._native.MemoryStore`).
 //!
-//! Records cross as flat tuples in LanceDB's row layout with vectors as
-//! little-endian f32 bytes; `crewai_rust.memory` builds the `MemoryRecord`s.
+//! Records cross as typed rows in LanceDB's row layout (`MemoryRow` out; in,
+//! any object with its attributes), vectors as little-endian f32 bytes;
+//! filters as `MemoryFilter`; `crewai_rust.memory` builds the `MemoryRecord`s.
 //! Every call releases the GIL for the store's work, and the store's lock is
 //! never held while Python runs.
 
@@ -11,7 +12,8 @@ use std::time::Duration;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::intern;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::serialization as json;
 use crate::memory::{Filter, MemoryError, MemoryStore as Store, RecordData, ScopeMatch};
@@ -41,84 +43,143 @@ fn vector_from_bytes(field: &str, bytes: &[u8]) -> PyResult<Vec<f32>> {
     })
 }
 
-type RecordTuple<'py> = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    f64,
-    String,
-    i64,
-    String,
-    String,
-    bool,
-    Option<Bound<'py, PyBytes>>,
-);
-
-fn record_from_tuple(row: RecordTuple<'_>) -> PyResult<RecordData> {
-    let vector = match &row.11 {
-        Some(bytes) => Some(vector_from_bytes("embedding", bytes.as_bytes())?),
-        None => None,
+/// A record as it comes in: any object with [`MemoryRow`]'s attributes, in
+/// practice `crewai_rust.memory.StoredRecord` (the layout's one Python
+/// definition) or a `MemoryRow` the store returned. A value's own error (a str
+/// with a lone surrogate: `UnicodeEncodeError`) is raised as it is.
+fn record_from(obj: &Bound<'_, PyAny>) -> PyResult<RecordData> {
+    let py = obj.py();
+    let text = |name: &Bound<'_, PyString>| obj.getattr(name)?.extract::<String>();
+    let vector = obj.getattr(intern!(py, "vector"))?;
+    let vector = if vector.is_none() {
+        None
+    } else {
+        Some(vector_from_bytes("embedding", vector.cast::<PyBytes>()?.as_bytes())?)
     };
     Ok(RecordData {
-        id: row.0,
-        content: row.1,
-        scope: row.2,
-        categories_str: row.3,
-        metadata_str: row.4,
-        importance: row.5,
-        created_at: row.6,
-        created_key: row.7,
-        last_accessed: row.8,
-        source: row.9,
-        private: row.10,
+        id: text(intern!(py, "id"))?,
+        content: text(intern!(py, "content"))?,
+        scope: text(intern!(py, "scope"))?,
+        categories_str: text(intern!(py, "categories_str"))?,
+        metadata_str: text(intern!(py, "metadata_str"))?,
+        importance: obj.getattr(intern!(py, "importance"))?.extract()?,
+        created_at: text(intern!(py, "created_at"))?,
+        created_key: obj.getattr(intern!(py, "created_key"))?.extract()?,
+        last_accessed: text(intern!(py, "last_accessed"))?,
+        source: text(intern!(py, "source"))?,
+        private: obj.getattr(intern!(py, "private"))?.extract()?,
         vector,
     })
 }
 
-fn record_to_tuple<'py>(py: Python<'py>, r: RecordData) -> PyResult<Bound<'py, PyTuple>> {
-    let vector = f32_le_bytes(&r.vector.unwrap_or_default());
-    (
-        r.id,
-        r.content,
-        r.scope,
-        r.categories_str,
-        r.metadata_str,
-        r.importance,
-        r.created_at,
-        r.created_key,
-        r.last_accessed,
-        r.source,
-        r.private,
-        PyBytes::new(py, &vector),
-    )
-        .into_pyobject(py)
+/// A stored record as the store returns it: LanceDB's row layout, the vector
+/// as little-endian float32 bytes (`crewai_rust.memory` builds the `MemoryRecord`).
+#[pyclass(module = "crewai_rust._native", frozen, get_all)]
+pub struct MemoryRow {
+    id: String,
+    content: String,
+    scope: String,
+    categories_str: String,
+    metadata_str: String,
+    importance: f64,
+    created_at: String,
+    created_key: i64,
+    last_accessed: String,
+    source: String,
+    private: bool,
+    vector: Py<PyBytes>,
 }
 
-/// `(kind, a, b, categories, metadata_json, created_before)` → a filter.
-type FilterTuple = (String, Option<String>, Option<String>, Vec<String>, Option<String>, Option<i64>);
+#[pymethods]
+impl MemoryRow {
+    fn __repr__(&self) -> String {
+        format!("MemoryRow(id={:?}, scope={:?}, created_at={:?})", self.id, self.scope, self.created_at)
+    }
+}
 
-fn filter_from_tuple(spec: FilterTuple) -> PyResult<Filter> {
-    let (kind, a, b, categories, metadata_json, created_before) = spec;
-    let need = |v: Option<String>| v.ok_or_else(|| PyValueError::new_err(format!("scope match {kind:?} needs a prefix")));
-    let scope = match kind.as_str() {
-        "any" => ScopeMatch::Any,
-        "prefix" => ScopeMatch::Prefix(need(a)?),
-        "prefix_or_root" => ScopeMatch::PrefixOrRoot(need(a)?),
-        "range" => ScopeMatch::Range(need(a.clone())?, need(b)?),
-        other => return Err(PyValueError::new_err(format!("unknown scope match {other:?}"))),
-    };
-    let metadata = match metadata_json {
-        None => Vec::new(),
-        // Its strings come already mapped by crewai_rust.memory (a filter compares
-        // Python strings as they are: no surrogate pair joined by a JSON decode).
-        Some(text) => match json::parse(&text, &mut json::ValueSink) {
-            Ok(json::Value::Object(entries)) => entries,
-            _ => return Err(PyValueError::new_err("metadata_filter must be a JSON object")),
-        },
-    };
-    Ok(Filter { scope, categories, metadata, created_before })
+fn memory_row(py: Python<'_>, r: RecordData) -> PyResult<Bound<'_, MemoryRow>> {
+    let vector = PyBytes::new(py, &f32_le_bytes(&r.vector.unwrap_or_default())).unbind();
+    Bound::new(py, MemoryRow {
+        id: r.id,
+        content: r.content,
+        scope: r.scope,
+        categories_str: r.categories_str,
+        metadata_str: r.metadata_str,
+        importance: r.importance,
+        created_at: r.created_at,
+        created_key: r.created_key,
+        last_accessed: r.last_accessed,
+        source: r.source,
+        private: r.private,
+        vector,
+    })
+}
+
+/// Which records a call touches: a scope match (one constructor each), plus
+/// categories (any of), metadata (every key equal; a JSON object whose strings
+/// `crewai_rust.memory` has already mapped) and `created_key < created_before`.
+#[pyclass(module = "crewai_rust._native", frozen)]
+pub struct MemoryFilter {
+    filter: Filter,
+}
+
+impl MemoryFilter {
+    fn build(scope: ScopeMatch, categories: Vec<String>, metadata_json: Option<String>, created_before: Option<i64>) -> PyResult<Self> {
+        let metadata = match metadata_json {
+            None => Vec::new(),
+            // Its strings come already mapped by crewai_rust.memory (a filter compares
+            // Python strings as they are: no surrogate pair joined by a JSON decode).
+            Some(text) => match json::parse(&text, &mut json::ValueSink) {
+                Ok(json::Value::Object(entries)) => entries,
+                _ => return Err(PyValueError::new_err("metadata_json must be a JSON object")),
+            },
+        };
+        Ok(MemoryFilter { filter: Filter { scope, categories, metadata, created_before } })
+    }
+}
+
+#[pymethods]
+impl MemoryFilter {
+    /// Every scope.
+    #[staticmethod]
+    #[pyo3(signature = (*, categories = Vec::new(), metadata_json = None, created_before = None))]
+    fn any(categories: Vec<String>, metadata_json: Option<String>, created_before: Option<i64>) -> PyResult<Self> {
+        Self::build(ScopeMatch::Any, categories, metadata_json, created_before)
+    }
+
+    /// `scope.startswith(prefix)` (LanceDB's `LIKE 'prefix%'`).
+    #[staticmethod]
+    #[pyo3(signature = (prefix, *, categories = Vec::new(), metadata_json = None, created_before = None))]
+    fn prefix(prefix: String, categories: Vec<String>, metadata_json: Option<String>, created_before: Option<i64>) -> PyResult<Self> {
+        Self::build(ScopeMatch::Prefix(prefix), categories, metadata_json, created_before)
+    }
+
+    /// A prefix, or the root scope `/` (upstream's scoped delete; `created_before` limits the root only).
+    #[staticmethod]
+    #[pyo3(signature = (prefix, *, created_before = None))]
+    fn prefix_or_root(prefix: String, created_before: Option<i64>) -> PyResult<Self> {
+        Self::build(ScopeMatch::PrefixOrRoot(prefix), Vec::new(), None, created_before)
+    }
+
+    /// `low <= scope < high` (upstream's scoped reset).
+    #[staticmethod]
+    fn range(low: String, high: String) -> PyResult<Self> {
+        Self::build(ScopeMatch::Range(low, high), Vec::new(), None, None)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MemoryFilter({:?})", self.filter)
+    }
+}
+
+/// What `get_scope_info` needs of the scopes under a prefix.
+#[pyclass(module = "crewai_rust._native", frozen, get_all)]
+pub struct ScopeSummary {
+    record_count: usize,
+    categories: Vec<String>,
+    oldest: Option<String>,
+    newest: Option<String>,
+    child_scopes: Vec<String>,
 }
 
 #[pyclass(module = "crewai_rust._native", frozen)]
@@ -203,13 +264,13 @@ impl MemoryStore {
         })
     }
 
-    fn save(&self, py: Python<'_>, records: Vec<RecordTuple<'_>>) -> PyResult<()> {
-        let records = records.into_iter().map(record_from_tuple).collect::<PyResult<Vec<_>>>()?;
+    fn save(&self, py: Python<'_>, records: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        let records = records.iter().map(record_from).collect::<PyResult<Vec<_>>>()?;
         self.with(py, move |s| s.save(records))
     }
 
-    fn update(&self, py: Python<'_>, record: RecordTuple<'_>) -> PyResult<()> {
-        let record = record_from_tuple(record)?;
+    fn update(&self, py: Python<'_>, record: Bound<'_, PyAny>) -> PyResult<()> {
+        let record = record_from(&record)?;
         self.with(py, move |s| s.update(record))
     }
 
@@ -221,9 +282,9 @@ impl MemoryStore {
         self.with(py, move |s| s.touch(&ids, &last_accessed))
     }
 
-    fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, MemoryRow>>> {
         let found = self.with(py, move |s| s.get(&id))?;
-        found.map(|r| record_to_tuple(py, r)).transpose()
+        found.map(|r| memory_row(py, r)).transpose()
     }
 
     fn count(&self, py: Python<'_>) -> PyResult<usize> {
@@ -234,7 +295,7 @@ impl MemoryStore {
         &self,
         py: Python<'py>,
         query: &[u8],
-        filter: FilterTuple,
+        filter: &MemoryFilter,
         limit: usize,
         min_score: f64,
     ) -> PyResult<Bound<'py, PyList>> {
@@ -242,21 +303,22 @@ impl MemoryStore {
             return Err(PyValueError::new_err("min_score must be a number, got NaN"));
         }
         let query = vector_from_bytes("query_embedding", query)?;
-        let filter = filter_from_tuple(filter)?;
+        let filter = filter.filter.clone();
         let hits = self.with(py, move |s| s.search(&query, &filter, limit, min_score))?;
         let out = PyList::empty(py);
         for (record, score) in hits {
-            out.append((record_to_tuple(py, record)?, score))?;
+            out.append((memory_row(py, record)?, score))?;
         }
         Ok(out)
     }
 
-    fn list<'py>(&self, py: Python<'py>, filter: FilterTuple, limit: usize, offset: usize) -> PyResult<Bound<'py, PyList>> {
-        let scope = filter_from_tuple(filter)?.scope;
+    /// Records whose scope the filter admits (its other criteria do not apply), newest first.
+    fn list<'py>(&self, py: Python<'py>, filter: &MemoryFilter, limit: usize, offset: usize) -> PyResult<Bound<'py, PyList>> {
+        let scope = filter.filter.scope.clone();
         let records = self.with(py, move |s| s.list(&scope, limit, offset))?;
         let out = PyList::empty(py);
         for record in records {
-            out.append(record_to_tuple(py, record)?)?;
+            out.append(memory_row(py, record)?)?;
         }
         Ok(out)
     }
@@ -265,8 +327,8 @@ impl MemoryStore {
         self.with(py, move |s| s.delete_ids(&ids))
     }
 
-    fn delete_matching(&self, py: Python<'_>, filter: FilterTuple) -> PyResult<usize> {
-        let filter = filter_from_tuple(filter)?;
+    fn delete_matching(&self, py: Python<'_>, filter: &MemoryFilter) -> PyResult<usize> {
+        let filter = filter.filter.clone();
         self.with(py, move |s| s.delete_matching(&filter))
     }
 
@@ -274,10 +336,17 @@ impl MemoryStore {
         self.with(py, |s| s.reset_all())
     }
 
-    /// `(record_count, categories, oldest, newest, child_scopes)` of the scopes starting with `prefix`.
-    fn scope_summary<'py>(&self, py: Python<'py>, prefix: String, child_prefix: String) -> PyResult<Bound<'py, PyTuple>> {
+    /// The scopes starting with `prefix`: record count, categories, oldest and newest `created_at`,
+    /// and the child scopes under `child_prefix`.
+    fn scope_summary(&self, py: Python<'_>, prefix: String, child_prefix: String) -> PyResult<ScopeSummary> {
         let s = self.with(py, move |s| s.scope_summary(&prefix, &child_prefix))?;
-        (s.record_count, s.categories, s.oldest, s.newest, s.child_scopes).into_pyobject(py)
+        Ok(ScopeSummary {
+            record_count: s.record_count,
+            categories: s.categories,
+            oldest: s.oldest,
+            newest: s.newest,
+            child_scopes: s.child_scopes,
+        })
     }
 
     fn child_scopes(&self, py: Python<'_>, prefix: String, exclude: String) -> PyResult<Vec<String>> {
@@ -317,6 +386,9 @@ fn batch_dedup_flags(py: Python<'_>, vectors: Vec<Vec<f64>>, threshold: f64) -> 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EmbeddingDimensionError", m.py().get_type::<EmbeddingDimensionError>())?;
     m.add_class::<MemoryStore>()?;
+    m.add_class::<MemoryRow>()?;
+    m.add_class::<MemoryFilter>()?;
+    m.add_class::<ScopeSummary>()?;
     m.add_function(wrap_pyfunction!(batch_dedup_flags, m)?)?;
     Ok(())
 }
