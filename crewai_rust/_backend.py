@@ -214,9 +214,39 @@ def _python_sqlite_description() -> str:
         return "none: the sqlite3 module is missing"
 
 
+def _environ_store_is_readable() -> bool:
+    """Whether ``os.environ``'s backing dict can be read directly (CPython's
+    ``_Environ`` keeps values in ``_data`` under ``encodekey(key)``): checked
+    once, on a probe variable set and unset through the public API."""
+    data = getattr(os.environ, "_data", None)
+    encodekey = getattr(os.environ, "encodekey", None)
+    if not isinstance(data, dict) or encodekey is None:
+        return False
+    probe = f"CREWAI_RUST_PROBE_{os.getpid()}"
+    try:
+        os.environ[probe] = "1"
+        seen_set = data.get(encodekey(probe)) is not None
+        del os.environ[probe]
+        return seen_set and data.get(encodekey(probe)) is None
+    except Exception:  # noqa: BLE001 - any surprise means: use the public API
+        os.environ.pop(probe, None)
+        return False
+
+
+_DIRECT_ENVIRON = _environ_store_is_readable()
+
+
 def _switch_reader(variable: str) -> Callable[[], object]:
-    """A live read of one environment variable, for the per-call decision."""
-    return functools.partial(os.environ.get, variable)
+    """A live read of one environment variable, for the per-call decision.
+
+    ``os.environ.get`` costs most of a microsecond (it encodes the key and
+    decodes the value), paid on every serialization call; where the check
+    above passed, the backing dict is read instead (about 10x cheaper; the
+    value is compared, not decoded). Otherwise the public API.
+    """
+    if not _DIRECT_ENVIRON:
+        return functools.partial(os.environ.get, variable)
+    return functools.partial(os.environ._data.get, os.environ.encodekey(variable))  # type: ignore[attr-defined]
 
 
 def _decider(component: str) -> Callable[[], bool]:

@@ -206,3 +206,20 @@ def test_the_documented_utils_path_imports_the_same_objects() -> None:
 
     assert configure_rust_components is crewai_rust.configure_rust_components
     assert use_rust is crewai_rust.use_rust
+
+
+def test_switch_reads_follow_the_environment_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However the switches are read (directly or through os.environ.get), a
+    change through os.environ or putenv-backed monkeypatching is seen at once."""
+    from crewai_rust._backend import _switch_reader
+
+    read = _switch_reader("CREWAI_RUST_SERIALIZATION")
+    monkeypatch.delenv("CREWAI_RUST_SERIALIZATION", raising=False)
+    assert read() is None
+    monkeypatch.setenv("CREWAI_RUST_SERIALIZATION", "0")
+    assert read() not in (None, "", b"")
+    first = read()
+    monkeypatch.setenv("CREWAI_RUST_SERIALIZATION", "1")
+    assert read() != first
+    monkeypatch.delenv("CREWAI_RUST_SERIALIZATION")
+    assert read() is None
