@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from crewai_rust._backend import COMPONENTS, MASTER_VARIABLE, component_variable
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-_SWITCHES = ["CREWAI_RUST"] + [
-    f"CREWAI_RUST_{name}" for name in ("MEMORY", "TOOLS", "TASKS", "SERIALIZATION", "DATABASE")
-]
+_SWITCHES = [MASTER_VARIABLE] + [component_variable(component) for component in COMPONENTS]
 
 
 @pytest.fixture(autouse=True)
