@@ -515,16 +515,13 @@ class RustMemoryStorage:
 def export_to_lancedb(path: str | Path | None = None) -> int:
     """Bring LanceDB in ``path`` up to date with the Rust store now; returns how many records it holds.
 
-    Opening a ``LanceDBStorage`` does the same (``crewai_rust.memory_sync``):
-    this is for scripts that copy or inspect the LanceDB files by themselves.
+    Opening a ``LanceDBStorage`` is what does it (the fork's patch calls
+    ``crewai_rust.memory_sync.pull_into_lancedb``): this is for scripts that
+    copy or inspect the LanceDB files by themselves.
     """
     from crewai.memory.storage.lancedb_storage import LanceDBStorage
 
-    from crewai_rust.memory_sync import pull_into_lancedb
-
-    target = LanceDBStorage(path=path if path is not None else default_storage_path())
-    pull_into_lancedb(target)
-    return target.count()
+    return LanceDBStorage(path=path if path is not None else default_storage_path()).count()
 
 
 def storage_for_spec(spec: str) -> StorageBackend | None:

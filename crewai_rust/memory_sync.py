@@ -173,7 +173,6 @@ class _StoreFile:
     ``_backend.sqlite_shared_with_python``)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         # mode=rw: never create the file (a directory LanceDB alone uses stays so).
         self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
                                     timeout=_BUSY_TIMEOUT_S, isolation_level=None)
@@ -261,10 +260,14 @@ class _StoreFile:
 # --------------------------------------------------------------------------- LanceDB's table
 
 
+def _lancedb_table_dir(directory: Path) -> Path:
+    return directory / f"{LANCEDB_TABLE}.lance"
+
+
 def lancedb_marker(directory: Path) -> str:
     """Changes with every commit to LanceDB's table (each adds a manifest), with
     compaction, and when the table is dropped or recreated."""
-    versions = directory / f"{LANCEDB_TABLE}.lance" / "_versions"
+    versions = _lancedb_table_dir(directory) / "_versions"
     try:
         entries = sorted(os.scandir(versions), key=lambda e: e.name)
     except FileNotFoundError:
@@ -337,6 +340,12 @@ def _lancedb_dim(table: Any) -> int:
 # --------------------------------------------------------------------------- the two directions
 
 
+def _batches(items: list[Any]) -> Iterator[list[Any]]:
+    """``items`` in writes of ``_WRITE_BATCH``."""
+    for start in range(0, len(items), _WRITE_BATCH):
+        yield items[start:start + _WRITE_BATCH]
+
+
 def _sync_lock(directory: Path) -> Any:
     from crewai_core.lock_store import lock
 
@@ -392,7 +401,7 @@ def _pull_into_rust(storage: RustMemoryStorage) -> None:
 
 
 def _open_lancedb_table(directory: Path) -> Any:
-    if not (directory / f"{LANCEDB_TABLE}.lance").is_dir():
+    if not _lancedb_table_dir(directory).is_dir():
         return None
     import lancedb
 
@@ -408,8 +417,8 @@ def _save_rows_into_rust(storage: RustMemoryStorage, rows: list[StoredRecord], d
         if native.vector_dim and dims and dims != {native.vector_dim} and native.count() == 0:
             # Both sides were emptied and refilled at another dimension: the store follows.
             native.reset_all()
-        for start in range(0, len(rows), _WRITE_BATCH):
-            native.save(rows[start:start + _WRITE_BATCH])
+        for batch in _batches(rows):
+            native.save(batch)
 
 
 def pull_into_lancedb(storage: LanceDBStorage) -> None:
@@ -462,12 +471,12 @@ def _apply_to_lancedb(storage: LanceDBStorage, plan: _Plan, mine: _Side) -> bool
 
     replaced = [row.id for row in plan.upserts if row.id in mine.rows]
     gone = plan.deletes + replaced
-    for start in range(0, len(gone), _WRITE_BATCH):
-        storage.delete(record_ids=gone[start:start + _WRITE_BATCH])
+    for batch in _batches(gone):
+        storage.delete(record_ids=batch)
     records = [_record(row) for row in plan.upserts]
     try:
-        for start in range(0, len(records), _WRITE_BATCH):
-            storage.save(records[start:start + _WRITE_BATCH])
+        for batch in _batches(records):
+            storage.save(batch)
     except EmbeddingDimensionMismatchError as exc:
         if storage.count() != 0:
             logger.error(
@@ -478,8 +487,8 @@ def _apply_to_lancedb(storage: LanceDBStorage, plan: _Plan, mine: _Side) -> bool
             return False
         # Both sides were emptied and refilled at another dimension: the table follows.
         storage.reset()
-        for start in range(0, len(records), _WRITE_BATCH):
-            storage.save(records[start:start + _WRITE_BATCH])
+        for batch in _batches(records):
+            storage.save(batch)
     return True
 
 
