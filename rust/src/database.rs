@@ -176,7 +176,8 @@ pub(crate) struct Checkpointer {
     path: PathBuf,
     state: Mutex<CheckpointState>,
     wake: Condvar,
-    /// Checkpoints this thread ran to completion.
+    /// Checkpoints asked for, and those this thread ran to completion.
+    requests: std::sync::atomic::AtomicUsize,
     completed: std::sync::atomic::AtomicUsize,
 }
 
@@ -186,6 +187,7 @@ impl Checkpointer {
             path,
             state: Mutex::new(CheckpointState::default()),
             wake: Condvar::new(),
+            requests: Default::default(),
             completed: Default::default(),
         })
     }
@@ -196,6 +198,7 @@ impl Checkpointer {
             return;
         }
         state.requested = true;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if state.worker.is_none() {
             let me = Arc::clone(self);
             // Without a thread (spawn failed), the inline threshold still bounds the WAL.
@@ -903,17 +906,21 @@ mod tests {
         run(&p, "CREATE TABLE t (v BLOB)", &[]).unwrap();
         let blob = Value::Blob(vec![7; 100_000]); // about 25 WAL frames per commit
         // 20 MB in all: without checkpoints the WAL would hold all of it.
-        for round in 0..200 {
+        let requests = || p.checkpointer.requests.load(Ordering::Relaxed);
+        for _ in 0..200 {
+            let (asked, done) = (requests(), p.background_checkpoints());
             run(&p, "INSERT INTO t VALUES (?)", std::slice::from_ref(&blob)).unwrap();
-            if round % 20 == 19 {
-                std::thread::sleep(Duration::from_millis(30)); // let the thread catch up, as time between saves does
+            if requests() > asked {
+                // The commit asked for a checkpoint: wait for it, as the time between saves
+                // lets the thread catch up (a thread that never checkpoints fails here).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while p.background_checkpoints() == done {
+                    assert!(Instant::now() < deadline, "no background checkpoint after a request");
+                    std::thread::yield_now();
+                }
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while p.background_checkpoints() == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(p.background_checkpoints() >= 1);
+        assert!(p.background_checkpoints() >= 4, "{} checkpoints", p.background_checkpoints());
         // The WAL was restarted after checkpoints: far below the 20 MB written
         // (and below the inline threshold, so the thread did it).
         let bound = 3 * (CHECKPOINT_FRAMES as u64) * 4200;

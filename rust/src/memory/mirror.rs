@@ -17,7 +17,7 @@ pub(super) struct Row {
 
 impl Row {
     pub(super) fn new(mut data: RecordData, seq: i64) -> Row {
-        data.vector = None;
+        data.vector = Embedding(None);
         let categories = parse_categories(&data.categories_str);
         let metadata = parse_json(&data.metadata_str);
         Row { data, categories, category_mask: 0, metadata, seq }

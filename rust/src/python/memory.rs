@@ -16,7 +16,7 @@ use pyo3::intern;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::serialization as json;
-use crate::memory::{Filter, MemoryError, MemoryStore as Store, RecordData, ScopeMatch};
+use crate::memory::{Embedding, Filter, MemoryError, MemoryStore as Store, RecordData, ScopeMatch};
 use super::errors::{db_error, guarded, timeout_seconds};
 use crate::database::{DbError, ErrorKind};
 use crate::memory::vector::{self, f32_from_le_bytes, f32_le_bytes};
@@ -43,7 +43,7 @@ fn vector_from_bytes(field: &str, bytes: &[u8]) -> PyResult<Vec<f32>> {
     })
 }
 
-/// A record as it comes in: any object with [`MemoryRow`]'s attributes, in
+/// A record as it comes in: any object with `MemoryRow`'s attributes, in
 /// practice `crewai_rust.memory.StoredRecord` (the layout's one Python
 /// definition) or a `MemoryRow` the store returned. A value's own error (a str
 /// with a lone surrogate: `UnicodeEncodeError`) is raised as it is.
@@ -68,51 +68,27 @@ fn record_from(obj: &Bound<'_, PyAny>) -> PyResult<RecordData> {
         last_accessed: text(intern!(py, "last_accessed"))?,
         source: text(intern!(py, "source"))?,
         private: obj.getattr(intern!(py, "private"))?.extract()?,
-        vector,
+        vector: vector.into(),
     })
 }
 
-/// A stored record as the store returns it: LanceDB's row layout, the vector
-/// as little-endian float32 bytes (`crewai_rust.memory` builds the `MemoryRecord`).
-#[pyclass(module = "crewai_rust._native", frozen, get_all)]
-pub struct MemoryRow {
-    id: String,
-    content: String,
-    scope: String,
-    categories_str: String,
-    metadata_str: String,
-    importance: f64,
-    created_at: String,
-    created_key: i64,
-    last_accessed: String,
-    source: String,
-    private: bool,
-    vector: Py<PyBytes>,
-}
+/// `MemoryRow.vector`: the embedding as little-endian float32 bytes
+/// (`crewai_rust.memory` builds the `MemoryRecord`).
+impl<'py> IntoPyObject<'py> for &Embedding {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
 
-#[pymethods]
-impl MemoryRow {
-    fn __repr__(&self) -> String {
-        format!("MemoryRow(id={:?}, scope={:?}, created_at={:?})", self.id, self.scope, self.created_at)
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &f32_le_bytes(self.as_deref().unwrap_or_default())))
     }
 }
 
-fn memory_row(py: Python<'_>, r: RecordData) -> PyResult<Bound<'_, MemoryRow>> {
-    let vector = PyBytes::new(py, &f32_le_bytes(&r.vector.unwrap_or_default())).unbind();
-    Bound::new(py, MemoryRow {
-        id: r.id,
-        content: r.content,
-        scope: r.scope,
-        categories_str: r.categories_str,
-        metadata_str: r.metadata_str,
-        importance: r.importance,
-        created_at: r.created_at,
-        created_key: r.created_key,
-        last_accessed: r.last_accessed,
-        source: r.source,
-        private: r.private,
-        vector,
-    })
+#[pymethods]
+impl RecordData {
+    fn __repr__(&self) -> String {
+        format!("MemoryRow(id={:?}, scope={:?}, created_at={:?})", self.id, self.scope, self.created_at)
+    }
 }
 
 /// Which records a call touches: a scope match (one constructor each), plus
@@ -282,9 +258,9 @@ impl MemoryStore {
         self.with(py, move |s| s.touch(&ids, &last_accessed))
     }
 
-    fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, MemoryRow>>> {
+    fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, RecordData>>> {
         let found = self.with(py, move |s| s.get(&id))?;
-        found.map(|r| memory_row(py, r)).transpose()
+        found.map(|r| Bound::new(py, r)).transpose()
     }
 
     fn count(&self, py: Python<'_>) -> PyResult<usize> {
@@ -307,7 +283,7 @@ impl MemoryStore {
         let hits = self.with(py, move |s| s.search(&query, &filter, limit, min_score))?;
         let out = PyList::empty(py);
         for (record, score) in hits {
-            out.append((memory_row(py, record)?, score))?;
+            out.append((Bound::new(py, record)?, score))?;
         }
         Ok(out)
     }
@@ -318,7 +294,7 @@ impl MemoryStore {
         let records = self.with(py, move |s| s.list(&scope, limit, offset))?;
         let out = PyList::empty(py);
         for record in records {
-            out.append(memory_row(py, record)?)?;
+            out.append(Bound::new(py, record)?)?;
         }
         Ok(out)
     }
@@ -386,7 +362,7 @@ fn batch_dedup_flags(py: Python<'_>, vectors: Vec<Vec<f64>>, threshold: f64) -> 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EmbeddingDimensionError", m.py().get_type::<EmbeddingDimensionError>())?;
     m.add_class::<MemoryStore>()?;
-    m.add_class::<MemoryRow>()?;
+    m.add_class::<RecordData>()?;
     m.add_class::<MemoryFilter>()?;
     m.add_class::<ScopeSummary>()?;
     m.add_function(wrap_pyfunction!(batch_dedup_flags, m)?)?;
