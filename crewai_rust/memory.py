@@ -386,13 +386,18 @@ class RustMemoryStorage:
         self._store.delete_matching(_native().MemoryFilter.range(prefix, prefix + "/\uffff"))
 
     def optimize(self) -> None:
-        """Build the approximate index now if the store is large enough to use it
-        (LanceDBStorage's ``optimize`` compacts; the SQLite store needs no compaction)."""
+        """Make the approximate index ready now if the store is large enough to use
+        it: loaded from the copy saved beside the store (``<file>-ann/``) when
+        there is no index yet and the copy still covers the records, else built
+        and saved there (LanceDBStorage's ``optimize`` compacts; the SQLite
+        store needs no compaction)."""
         self._store.build_index()
 
     def index_status(self) -> dict[str, Any]:
         """The approximate index: ``state`` ("off", "building", "ready" or
-        "disabled"), ``measured_recall`` against exact search, ``verified_searches``."""
+        "disabled"), ``source`` of a ready index ("built" by this process or
+        "loaded" from the copy an earlier one saved), ``measured_recall``
+        against exact search, ``verified_searches``."""
         return dict(self._store.index_status())
 
     def close(self) -> None:

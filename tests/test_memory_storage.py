@@ -981,7 +981,23 @@ def test_large_store_search_against_lance(tmp_path: Path, make_rust: StorageFact
     assert found / wanted >= 0.95
     status = rust.index_status()
     assert status["state"] == "ready", status
+    assert status["source"] == "built"
     assert status["measured_recall"] >= 0.95
+
+    # A new process loads the index saved beside the store instead of building it (its first
+    # 32 searches through the index are checked, and answered, exactly).
+    queries = [(centres[q % 64] + gen.standard_normal(4) @ basis).astype(np.float32).tolist() for q in range(20)]
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD_PRELUDE + f"""
+s = RustMemoryStorage({str(tmp_path / "rust")!r})
+s.optimize()
+print(json.dumps([s.index_status()["source"], [[r.id for r, _ in s.search(q, limit=10)] for q in {queries!r}]]))
+"""], capture_output=True, text=True, env=child_env(), cwd=REPO_ROOT.parent, timeout=120, check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    source, answers = json.loads(child.stdout)
+    assert source == "loaded"
+    assert answers == [ids(exact.search(q, limit=10)) for q in queries]
 
 
 @pytest.mark.parametrize("case", ["tiny", "huge", "huge_rows", "huge_query", "offset", "integer_ties"])

@@ -19,6 +19,13 @@ pub fn search_effort(keep: usize) -> usize {
     (keep * 16).max(200)
 }
 
+/// Whether an index over `size` rows should be rebuilt, with `fresh` rows
+/// written since it was built and `indexed_alive` of its rows still current:
+/// once a tenth of the rows are new or a fifth of the graph is dead.
+pub fn is_stale(fresh: usize, indexed_alive: usize, size: usize) -> bool {
+    fresh * 10 > size || indexed_alive * 5 < size * 4
+}
+
 #[derive(Clone, Copy, Default)]
 pub struct SquaredL2;
 
@@ -45,6 +52,15 @@ impl AnnIndex {
             labels.iter().enumerate().map(|(i, &label)| (&vectors[i * dim..(i + 1) * dim], label)).collect();
         graph.parallel_insert_slice(&points);
         AnnIndex { graph, label_limit, size: labels.len() }
+    }
+
+    /// An index over a graph read from disk (`index_file`).
+    pub fn from_graph(graph: Hnsw<'static, f32, SquaredL2>, label_limit: usize, size: usize) -> AnnIndex {
+        AnnIndex { graph, label_limit, size }
+    }
+
+    pub fn graph(&self) -> &Hnsw<'static, f32, SquaredL2> {
+        &self.graph
     }
 
     /// Labels of (about) the `keep` nearest rows that `alive` admits; with

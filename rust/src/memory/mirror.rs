@@ -2,6 +2,7 @@
 //! per-scope statistics, and the approximate index with its live verification.
 
 use super::*;
+use super::index_file::{self, Snapshot};
 
 /// A record in the mirror; its vector lives in `Mirror::vectors` at the same slot.
 #[derive(Debug, Clone)]
@@ -44,16 +45,25 @@ pub struct ScopeSummary {
     pub child_scopes: Vec<String>,
 }
 
+/// An index a background thread built, or loaded from the store's folder
+/// (then with the snapshot's labels it covers mapped to the graph's).
+pub(super) struct ReadyIndex {
+    index: AnnIndex,
+    graph_label_of: Option<HashMap<usize, usize>>,
+}
+
 /// Where a background build leaves its index.
 #[derive(Default)]
 pub(super) struct AnnInbox {
-    pub(super) ready: Mutex<Option<AnnIndex>>,
+    pub(super) ready: Mutex<Option<ReadyIndex>>,
     pub(super) building: AtomicBool,
 }
 
 #[derive(Default)]
 pub(super) struct AnnState {
     pub(super) index: Option<AnnIndex>,
+    /// Whether `index` was built by this process or loaded from disk.
+    pub(super) loaded: bool,
     /// Replaced when the mirror is cleared, so a build of old rows lands nowhere.
     pub(super) inbox: Arc<AnnInbox>,
     /// Searches through the index so far, and how many of them were checked
@@ -99,6 +109,8 @@ impl AnnState {
 pub struct IndexStatus {
     /// "off" (store below the threshold), "building", "ready" or "disabled".
     pub state: &'static str,
+    /// For a ready index: "built" (by this process) or "loaded" (saved by an earlier one).
+    pub source: Option<&'static str>,
     /// Recall@k measured against exact search on this store's queries.
     pub measured_recall: Option<f64>,
     pub verified_searches: u64,
@@ -215,27 +227,75 @@ impl Mirror {
         self.next_label += 1;
     }
 
-    /// Take an index a background build has finished.
+    /// Take an index a background thread has finished.
     pub(super) fn poll_index(&mut self) {
-        if let Some(index) = locked(&self.ann.inbox.ready).take() {
-            if !self.ann.disabled {
-                self.ann.index = Some(index);
-            }
+        let ready = locked(&self.ann.inbox.ready).take();
+        if let Some(ready) = ready {
+            self.install(ready);
         }
     }
 
-    /// Build the approximate index over the current rows on a background
-    /// thread (searches stay exact until it is ready), unless one is running.
-    pub(super) fn start_index_build(&mut self) {
+    fn install(&mut self, ready: ReadyIndex) {
+        if self.ann.disabled {
+            return;
+        }
+        if let Some(graph_label_of) = ready.graph_label_of {
+            if self.ann.index.is_some() {
+                return; // loaded for a mirror without an index; it has one now
+            }
+            self.adopt_graph_labels(&graph_label_of, ready.index.label_limit);
+            self.ann.loaded = true;
+        } else {
+            self.ann.loaded = false;
+        }
+        self.ann.index = Some(ready.index);
+    }
+
+    /// Relabel the rows for a graph read from disk: a row the graph covers
+    /// takes the graph's label for it; every other row (new, changed, or
+    /// written after the snapshot) a label past the graph's, as a row written
+    /// after a build has. Only while no index refers to the old labels.
+    fn adopt_graph_labels(&mut self, graph_label_of: &HashMap<usize, usize>, graph_label_limit: usize) {
+        let mut next = graph_label_limit;
+        self.slot_of_label.clear();
+        for (slot, label) in self.labels.iter_mut().enumerate() {
+            *label = graph_label_of.get(label).copied().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            self.slot_of_label.insert(*label, slot);
+        }
+        self.next_label = next;
+        // A build still running was snapshotted under the old labels: its index must land nowhere.
+        self.ann.inbox = Arc::default();
+    }
+
+    fn snapshot(&self, with_ids: bool) -> Snapshot {
+        Snapshot {
+            vectors: self.vectors.clone(),
+            dim: self.dim,
+            labels: self.labels.clone(),
+            ids: if with_ids { self.rows.iter().map(|r| r.data.id.clone()).collect() } else { Vec::new() },
+            label_limit: self.next_label,
+        }
+    }
+
+    /// Make the approximate index over the current rows on a background
+    /// thread (searches stay exact until it is ready), unless one is running:
+    /// load the one saved in `saved_in` when this mirror has none yet, else
+    /// build one and save it there.
+    pub(super) fn start_index_build(&mut self, saved_in: Option<&Path>) {
         if self.ann.inbox.building.swap(true, AtomicOrdering::AcqRel) {
             return;
         }
-        let (vectors, labels, limit, dim) = (self.vectors.clone(), self.labels.clone(), self.next_label, self.dim);
+        let snapshot = self.snapshot(saved_in.is_some());
+        let load_first = self.ann.index.is_none();
+        let saved_in = saved_in.map(Path::to_path_buf);
         let inbox = Arc::clone(&self.ann.inbox);
         let spawned = std::thread::Builder::new().name("crewai-rust-memory-index".into()).spawn(move || {
             // A failed build leaves search exact; the next large search retries.
-            if let Ok(index) = std::panic::catch_unwind(|| AnnIndex::build(&vectors, dim, &labels, limit)) {
-                *locked(&inbox.ready) = Some(index);
+            if let Ok(ready) = std::panic::catch_unwind(|| make_index(&snapshot, saved_in.as_deref(), load_first)) {
+                *locked(&inbox.ready) = Some(ready);
             }
             inbox.building.store(false, AtomicOrdering::Release);
         });
@@ -244,32 +304,33 @@ impl Mirror {
         }
     }
 
-    /// Build the approximate index now, on this thread.
-    pub(super) fn build_index_now(&mut self) {
-        self.ann.index = Some(AnnIndex::build(&self.vectors, self.dim, &self.labels, self.next_label));
+    /// Make the approximate index now, on this thread (loaded or built, as above).
+    pub(super) fn build_index_now(&mut self, saved_in: Option<&Path>) {
+        let ready = make_index(&self.snapshot(saved_in.is_some()), saved_in, self.ann.index.is_none());
+        self.ann.index = None;
+        self.install(ready);
     }
 
     /// The slots to measure exactly for an unfiltered search through the
     /// approximate index: its candidates plus every row written since it was
     /// built. None while no index is ready (a build is started).
-    pub(super) fn approximate_slots(&mut self, query: &[f32], keep: usize) -> Option<Vec<usize>> {
+    pub(super) fn approximate_slots(&mut self, query: &[f32], keep: usize, saved_in: Option<&Path>) -> Option<Vec<usize>> {
         if self.ann.disabled {
             return None;
         }
         self.poll_index();
         let Some(index) = self.ann.index.as_ref() else {
-            self.start_index_build();
+            self.start_index_build(saved_in);
             return None;
         };
         let fresh: Vec<usize> = (0..self.rows.len()).filter(|&slot| self.labels[slot] >= index.label_limit).collect();
         let indexed_alive = self.rows.len() - fresh.len();
-        // Rebuild once a tenth of the rows are new or a fifth of the graph is dead.
-        let stale = fresh.len() * 10 > index.size || indexed_alive * 5 < index.size * 4;
+        let stale = ann::is_stale(fresh.len(), indexed_alive, index.size);
         let found = index.search(query, keep, indexed_alive == index.size, &|label| self.slot_of_label.contains_key(&label));
         let mut slots: Vec<usize> = found.into_iter().filter_map(|label| self.slot_of_label.get(&label).copied()).collect();
         slots.extend(fresh);
         if stale {
-            self.start_index_build();
+            self.start_index_build(saved_in);
         }
         Some(slots)
     }
@@ -277,4 +338,21 @@ impl Mirror {
     pub(super) fn half(&self, slot: usize) -> &[u16] {
         &self.halves[slot * self.dim..(slot + 1) * self.dim]
     }
+}
+
+/// The index for `snapshot`: the one saved in `saved_in` when `load_first`
+/// and it still covers the snapshot well enough, else a new build (saved there).
+fn make_index(snapshot: &Snapshot, saved_in: Option<&Path>, load_first: bool) -> ReadyIndex {
+    if let Some(loaded) = saved_in.filter(|_| load_first).and_then(|dir| index_file::load(dir, snapshot)) {
+        let covered = loaded.graph_label_of.len();
+        if !ann::is_stale(snapshot.labels.len() - covered, covered, loaded.index.size) {
+            return ReadyIndex { index: loaded.index, graph_label_of: Some(loaded.graph_label_of) };
+        }
+    }
+    let index = AnnIndex::build(&snapshot.vectors, snapshot.dim, &snapshot.labels, snapshot.label_limit);
+    if let Some(dir) = saved_in {
+        // The saved index is a cache: failing to save costs the next process a build, nothing else.
+        let _ = index_file::save(dir, &index, snapshot);
+    }
+    ReadyIndex { index, graph_label_of: None }
 }

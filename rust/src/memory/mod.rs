@@ -25,6 +25,7 @@ use pyo3::pyclass;
 
 pub mod ann;
 mod filter;
+mod index_file;
 mod mirror;
 mod search;
 pub mod vector;
@@ -188,6 +189,8 @@ pub struct MemoryStore {
     fallback_dim: usize,
     /// From this many rows on, unfiltered searches go through the approximate index.
     approximate_from_rows: usize,
+    /// Where the approximate index is saved for later processes (None: in-memory database).
+    index_dir: Option<PathBuf>,
 }
 
 fn meta(tx: &Connection, key: &str) -> rusqlite::Result<i64> {
@@ -288,7 +291,8 @@ impl MemoryStore {
         // only an OS crash or power loss may drop the last transactions.
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
         let checkpoints = crate::database::BackgroundCheckpoints::install(&conn, &path);
-        let mut store = MemoryStore { path, conn, _checkpoints: checkpoints, mirror: Mirror::default(), fallback_dim: 0, approximate_from_rows };
+        let mut store = MemoryStore { path, conn, _checkpoints: checkpoints, mirror: Mirror::default(), fallback_dim: 0, approximate_from_rows, index_dir: None };
+        store.index_dir = index_file::index_dir(&store.path);
         {
             let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(SCHEMA)?;
@@ -427,14 +431,16 @@ impl MemoryStore {
         Ok(result)
     }
 
-    /// Build the approximate index now if the store is large enough to use
-    /// it (a search builds it in the background otherwise). Returns whether it did.
+    /// Make the approximate index ready now if the store is large enough to
+    /// use it (a search starts this in the background otherwise): the index
+    /// saved beside the store when there is no index yet and it still covers
+    /// the rows, else a new build, saved there. Returns whether it did.
     pub fn build_index(&mut self) -> MemoryResult<bool> {
         self.refresh()?;
         if self.mirror.rows.is_empty() || self.mirror.rows.len() < self.approximate_from_rows || self.mirror.ann.disabled {
             return Ok(false);
         }
-        self.mirror.build_index_now();
+        self.mirror.build_index_now(self.index_dir.as_deref());
         Ok(true)
     }
 
@@ -450,7 +456,8 @@ impl MemoryStore {
         } else {
             "off"
         };
-        IndexStatus { state, measured_recall: m.ann.recall(), verified_searches: m.ann.verified }
+        let source = (state == "ready").then_some(if m.ann.loaded { "loaded" } else { "built" });
+        IndexStatus { state, source, measured_recall: m.ann.recall(), verified_searches: m.ann.verified }
     }
 
     pub fn vector_dim(&self) -> usize {
@@ -588,6 +595,9 @@ impl MemoryStore {
             Ok(((), Box::new(apply) as Apply))
         })?;
         // The mirror's seq is restored by `write`; the file's stays (it only grows).
+        if let Some(dir) = &self.index_dir {
+            index_file::remove(dir);
+        }
         Ok(())
     }
 
@@ -621,7 +631,7 @@ impl MemoryStore {
         let unfiltered = filter == &Filter::scope(ScopeMatch::Any);
         let approximate = if limit > 0 && unfiltered && self.mirror.rows.len() >= self.approximate_from_rows
         {
-            self.mirror.approximate_slots(query, limit.min(self.mirror.rows.len()))
+            self.mirror.approximate_slots(query, limit.min(self.mirror.rows.len()), self.index_dir.as_deref())
         } else {
             None
         };
@@ -1099,6 +1109,47 @@ mod tests {
         // Scores are exact distances even through the index.
         let (hit, score) = s.search(&target, &any, 1, 0.0).unwrap().remove(0);
         assert_eq!(score, 1.0 / (1.0 + squared_l2(&target, hit.vector.as_ref().unwrap()) as f64));
+    }
+
+    #[test]
+    fn a_new_store_object_loads_the_saved_index_instead_of_building_it() {
+        let dir = tempdir::Dir::new("ann-saved");
+        let path = dir.path().join("m.sqlite3");
+        let dim = 16;
+        let vector = |i: usize| -> Vec<f32> { (0..dim).map(|d| ((i * 31 + d * 7) % 101) as f32).collect() };
+        let mut first = MemoryStore::open_with(&path, Duration::from_secs(5), 200).unwrap();
+        first.save((0..1000).map(|i| record(&format!("r{i}"), "/", &[], i as i64, Some(vector(i)))).collect()).unwrap();
+        assert!(first.build_index().unwrap());
+        assert_eq!(first.index_status().source, Some("built"));
+        let saved = index_file::index_dir(&path).unwrap();
+        assert!(saved.join("index.rows").exists());
+        // Written after the save: a new row, a changed vector, a deletion.
+        first.save(vec![record("late", "/", &[], 1, Some(vec![500.0; dim]))]).unwrap();
+        first.update(record("r7", "/", &[], 7, Some(vec![-500.0; dim]))).unwrap();
+        first.delete_ids(&["r8".to_string()]).unwrap();
+
+        let mut later = MemoryStore::open_with(&path, Duration::from_secs(5), 200).unwrap();
+        let any = Filter::scope(ScopeMatch::Any);
+        let mut exact = MemoryStore::open_with(&path, Duration::from_secs(5), usize::MAX).unwrap();
+        later.search(&vector(3), &any, 5, 0.0).unwrap(); // starts the background load
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while later.index_status().state != "ready" {
+            assert!(std::time::Instant::now() < deadline, "{:?}", later.index_status());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(later.index_status().source, Some("loaded"));
+        for (query, expected) in [(vec![500.0; dim], "late"), (vec![-500.0; dim], "r7")] {
+            assert_eq!(later.search(&query, &any, 1, 0.0).unwrap()[0].0.id, expected);
+        }
+        let near_deleted = later.search(&vector(8), &any, 10, 0.0).unwrap();
+        assert!(near_deleted.iter().all(|(r, _)| r.id != "r8"));
+        for i in (0..1000).step_by(97) {
+            let ids = |s: &mut MemoryStore| s.search(&vector(i), &any, 5, 0.0).unwrap().into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(&mut later), ids(&mut exact));
+        }
+        // Emptying the store forgets the saved index.
+        later.reset_all().unwrap();
+        assert!(!saved.exists());
     }
 
     #[test]

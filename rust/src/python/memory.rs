@@ -212,17 +212,19 @@ impl MemoryStore {
         Ok(MemoryStore { inner: Mutex::new(Some(store)), path, busy_timeout: timeout, approximate_from_rows })
     }
 
-    /// `{"state", "measured_recall", "verified_searches"}` of the approximate index.
+    /// `{"state", "source", "measured_recall", "verified_searches"}` of the approximate index.
     fn index_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let status = self.with(py, |s| Ok(s.index_status()))?;
         let out = PyDict::new(py);
         out.set_item("state", status.state)?;
+        out.set_item("source", status.source)?;
         out.set_item("measured_recall", status.measured_recall)?;
         out.set_item("verified_searches", status.verified_searches)?;
         Ok(out)
     }
 
-    /// Build the approximate index now if the store is large enough to use it.
+    /// Make the approximate index ready now (loaded from beside the store, or
+    /// built and saved there) if the store is large enough to use it.
     fn build_index(&self, py: Python<'_>) -> PyResult<bool> {
         self.with(py, |s| s.build_index())
     }
