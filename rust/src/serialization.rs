@@ -428,6 +428,24 @@ impl<'t> Parser<'t> {
         }
     }
 
+    /// After an array item or object member: a `,` (more follow) or `close`
+    /// (returns true, the container is done).
+    fn after_item<E>(&mut self, close: u8) -> Result<bool, DecodeError<E>> {
+        self.skip_whitespace();
+        match self.bytes.get(self.pos) {
+            Some(b',') => {
+                self.pos += 1;
+                self.skip_whitespace();
+                Ok(false)
+            }
+            Some(&b) if b == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(DecodeError::Unsupported(INVALID)),
+        }
+    }
+
     fn array<S: Sink>(&mut self, sink: &mut S) -> Result<S::Value, DecodeError<S::Error>> {
         self.enter().map_err(DecodeError::Unsupported)?;
         self.pos += 1;
@@ -439,17 +457,8 @@ impl<'t> Parser<'t> {
             loop {
                 let item = self.value(sink)?;
                 sink.push(&mut array, item).map_err(DecodeError::Sink)?;
-                self.skip_whitespace();
-                match self.bytes.get(self.pos) {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.skip_whitespace();
-                    }
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(DecodeError::Unsupported(INVALID)),
+                if self.after_item(b']')? {
+                    break;
                 }
             }
         }
@@ -480,17 +489,8 @@ impl<'t> Parser<'t> {
                 self.skip_whitespace();
                 let value = self.value(sink)?;
                 sink.insert(&mut object, key, value).map_err(DecodeError::Sink)?;
-                self.skip_whitespace();
-                match self.bytes.get(self.pos) {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.skip_whitespace();
-                    }
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(DecodeError::Unsupported(INVALID)),
+                if self.after_item(b'}')? {
+                    break;
                 }
             }
         }
