@@ -1,7 +1,7 @@
 """crewai_rust: the Rust core of this crewai fork, with upstream's Python code as fallback.
 
 The components with a Rust implementation (today: memory, serialization,
-database; tools and tasks run on upstream's code until theirs land) run on
+database, tasks; tools run on upstream's code until theirs lands) run on
 Rust when the native module ``crewai_rust._native`` imports and the component
 is switched on (the default), and on upstream crewai's own code otherwise.
 ``python -m crewai_rust status`` shows what is in force and why.

@@ -26,7 +26,7 @@ MASTER_VARIABLE = "CREWAI_RUST"
 # Components whose Rust implementation has landed. A component is added here
 # by the issue that implements it, together with its hook patch and its bench
 # workload.
-IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "memory", "serialization"})
+IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "memory", "serialization", "tasks"})
 # Components whose Rust side opens SQLite files that Python's sqlite3 may open too.
 SQLITE_COMPONENTS: frozenset[str] = frozenset({"database", "memory"})
 
@@ -353,6 +353,16 @@ def forced_backend(component: str, backend: Backend) -> Iterator[None]:
                 _overrides.pop(component, None)
             else:
                 _overrides[component] = previous
+
+
+@contextlib.contextmanager
+def every_component_forced(backend: Backend) -> Iterator[None]:
+    """:func:`forced_backend` for every implemented component: upstream's whole
+    code path (``"python"``) or the fork's (``"rust"``), for end-to-end workloads."""
+    with contextlib.ExitStack() as stack:
+        for component in sorted(IMPLEMENTED_COMPONENTS):
+            stack.enter_context(forced_backend(component, backend))
+        yield
 
 
 def clear_rust_component_overrides() -> None:

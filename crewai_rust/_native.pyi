@@ -223,3 +223,16 @@ class MemoryStore:
     def build_index(self) -> bool: ...
     def index_status(self) -> dict[str, Any]: ...  # state, source, measured_recall, verified_searches
     def close(self) -> None: ...
+
+# --- tasks
+
+class UnsupportedFlowGraph(ValueError):
+    """A flow definition holds a condition the native graph does not compile (upstream's walk reads it)."""
+
+class FlowGraph:
+    """A Flow definition's listeners and routers, indexed by the events their conditions name."""
+
+    def __init__(self, definition: Any) -> None: ...
+    def find_triggered(
+        self, trigger: str, router_only: bool, pending: dict[str, set[str]], fired_once: set[str]
+    ) -> list[str]: ...

@@ -8,8 +8,10 @@ are compared before anything is timed, so a fast wrong answer fails the bench.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,6 +34,11 @@ class Case:
     # A reference point timed alongside, not compared (e.g. orjson for JSON):
     # it shows how far the Rust side is from the fastest known tool.
     anchor: Callable[[], Any] | None = None
+    # Process CPU time (every thread's) instead of wall time: for workloads
+    # whose framework spreads work over threads and waits (a crew's steps).
+    cpu_time: bool = False
+    # Units one call does (tasks of a crew, steps of a flow): times are per unit.
+    units_per_call: int = 1
 
 
 @dataclasses.dataclass
@@ -57,6 +64,39 @@ def workload(name: str, component: str, description: str) -> Callable[[Callable[
     return register
 
 
+@contextlib.contextmanager
+def quiet_runtime() -> Iterator[None]:
+    """crewai's runtime minus two host-side costs that are no part of what a workload measures.
+
+    * ``CREWAI_TRACING_ENABLED=false``: without it a first run (no user data)
+      collects local "first-time" traces, and the tracing handler of the
+      encode flow's FlowStartedEvent waits its full 5 s readiness timeout for
+      the span of the MemorySaveStartedEvent that remember emitted just
+      before (every remember takes 5 s, on both backends).
+    * the console formatter's ``verbose`` off: no rich panel printed per
+      remember/recall or agent step.
+
+    Both are restored when the workload's cases are done.
+    """
+    from crewai.events.event_bus import crewai_event_bus
+    from crewai.events.event_listener import event_listener
+
+    saved_env = os.environ.get("CREWAI_TRACING_ENABLED")
+    formatter = event_listener.formatter
+    saved_verbose = formatter.verbose
+    os.environ["CREWAI_TRACING_ENABLED"] = "false"
+    formatter.verbose = False
+    try:
+        yield
+    finally:
+        crewai_event_bus.flush()  # handlers run on the bus's threads: let them finish quietly
+        formatter.verbose = saved_verbose
+        if saved_env is None:
+            os.environ.pop("CREWAI_TRACING_ENABLED", None)
+        else:
+            os.environ["CREWAI_TRACING_ENABLED"] = saved_env
+
+
 @dataclasses.dataclass
 class Timing:
     median: float
@@ -79,15 +119,16 @@ def measure(case: Case, rounds: int, target_seconds: float = 0.02) -> tuple[Timi
     """Per-call seconds of upstream, Rust and the anchor; rounds alternate sides so drift hits all alike."""
     case.check(case.upstream() if case.upstream else None, case.rust())
     sides = [fn for fn in (case.upstream, case.rust, case.anchor) if fn is not None]
+    clock = time.process_time if case.cpu_time else time.perf_counter
     numbers = [_calls_per_round(fn, target_seconds) for fn in sides]
     samples: list[list[float]] = [[] for _ in sides]
     for _ in range(rounds):
         for index, fn in enumerate(sides):
             number = numbers[index]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(number):
                 fn()
-            samples[index].append((time.perf_counter() - start) / number)
+            samples[index].append((clock() - start) / (number * case.units_per_call))
     timings = iter(Timing.of(side) for side in samples)
     upstream = next(timings) if case.upstream else None
     rust = next(timings)
@@ -108,7 +149,7 @@ def _cell(timing: Timing) -> str:
 
 def _load_workloads() -> None:
     # Imported for their registrations; each component issue adds its module here.
-    from crewai_rust.bench import database, memory, serialization  # noqa: F401
+    from crewai_rust.bench import database, memory, serialization, tasks  # noqa: F401
 
 
 def run(quick: bool = False, json_path: str | None = None, only: list[str] | None = None,
@@ -137,6 +178,8 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
             results.append({
                 "workload": wl.name, "component": wl.component, "case": case.label,
                 "rounds": rounds,
+                "clock": "process CPU" if case.cpu_time else "wall",
+                "units_per_call": case.units_per_call,
                 "upstream": dataclasses.asdict(up) if up else None,
                 "upstream_unavailable": case.upstream_unavailable,
                 "rust": dataclasses.asdict(rs),

@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -28,8 +26,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crewai_rust._backend import forced_backend
-from crewai_rust.bench import Case, workload
+from crewai_rust._backend import every_component_forced, forced_backend
+from crewai_rust.bench import Case, quiet_runtime, workload
 
 
 def _batch(n: int, dims: int, duplicate_share: float, seed: int) -> list[list[float]]:
@@ -652,39 +650,6 @@ class _FakeEmbedder:
 _LARGE_CONTENT = (" Lorem ipsum dolor sit amet, café, naïve, ✓ done." * 210_000)[: 10 * 1024 * 1024]
 
 
-@contextlib.contextmanager
-def _quiet_memory_runtime() -> Iterator[None]:
-    """What Memory does around storage, minus two host-side costs that are no part of memory.
-
-    * ``CREWAI_TRACING_ENABLED=false``: without it a first run (no user data)
-      collects local "first-time" traces, and the tracing handler of the
-      encode flow's FlowStartedEvent waits its full 5 s readiness timeout for
-      the span of the MemorySaveStartedEvent that remember emitted just
-      before (every remember takes 5 s, on both backends).
-    * the console formatter's ``verbose`` off: no rich panel printed per
-      remember/recall.
-
-    Both are restored when the workload's cases are done.
-    """
-    from crewai.events.event_bus import crewai_event_bus
-    from crewai.events.event_listener import event_listener
-
-    saved_env = os.environ.get("CREWAI_TRACING_ENABLED")
-    formatter = event_listener.formatter
-    saved_verbose = formatter.verbose
-    os.environ["CREWAI_TRACING_ENABLED"] = "false"
-    formatter.verbose = False
-    try:
-        yield
-    finally:
-        crewai_event_bus.flush()  # handlers run on the bus's threads: let them finish quietly
-        formatter.verbose = saved_verbose
-        if saved_env is None:
-            os.environ.pop("CREWAI_TRACING_ENABLED", None)
-        else:
-            os.environ["CREWAI_TRACING_ENABLED"] = saved_env
-
-
 def _memories(ds: _Dataset, tag: str) -> tuple[_Pair, Any, Any, Any]:
     """Two ``Memory`` objects over fresh copies of the dataset: explicit LanceDB and Rust storages.
 
@@ -730,7 +695,7 @@ def remember_cases(quick: bool) -> Iterator[Case]:
 
             def remember() -> Any:
                 n = next(counter)
-                with forced_backend("memory", backend):  # type: ignore[arg-type]
+                with every_component_forced(backend):  # type: ignore[arg-type]
                     return memory.remember(
                         f"Note {n}: the team agreed to ship the rollout behind flag f{n % 17}.{padding}",
                         scope="/org/team1/proj2", categories=["decision", "release"], importance=0.7,
@@ -751,7 +716,7 @@ def remember_cases(quick: bool) -> Iterator[Case]:
             assert pair.upstream.count() == pair.rust.count() == rows + 1
 
         label = _label(rows, dims) + (", 10 MB content" if padding else "")
-        with _quiet_memory_runtime():
+        with quiet_runtime():
             yield Case(label, make(upstream_memory, "python"), make(rust_memory, "rust"), check)
         upstream_memory.close()
         rust_memory.close()  # closes its storage
@@ -777,7 +742,7 @@ def recall_cases(quick: bool) -> Iterator[Case]:
 
         def make(memory: Any, backend: str) -> Callable[[], list[tuple[str, float]]]:
             def recall() -> list[tuple[str, float]]:
-                with forced_backend("memory", backend):  # type: ignore[arg-type]
+                with every_component_forced(backend):  # type: ignore[arg-type]
                     return [(m.record.id, m.score)
                             for m in memory.recall(_RECALL_QUERY, depth="shallow", limit=_LIMIT)]
 
@@ -794,7 +759,7 @@ def recall_cases(quick: bool) -> Iterator[Case]:
                 _same_ranking(expected, got, "recall", tolerance=1e-3)
             assert len(got) == _LIMIT
 
-        with _quiet_memory_runtime():
+        with quiet_runtime():
             yield Case(_label(rows, dims) + _index_note(pair.index_status), make(upstream_memory, "python"),
                        make(rust_memory, "rust"), check)
         upstream_memory.close()

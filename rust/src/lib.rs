@@ -2,7 +2,7 @@
 //!
 //! The plain modules here know nothing of Python and are tested with
 //! `cargo test`, one per component of the Python package (`database`,
-//! `memory`, `serialization`); `python` (behind the `python` feature) is the
+//! `memory`, `serialization`, `tasks`); `python` (behind the `python` feature) is the
 //! thin PyO3 layer that maturin builds into `crewai_rust._native`, laid out the
 //! same way.
 
@@ -10,6 +10,7 @@ pub mod build_info;
 pub mod database;
 pub mod memory;
 pub mod serialization;
+pub mod tasks;
 
 /// Lock `mutex`, also when a panic poisoned it: every panic here surfaces as
 /// a Python exception, and the data each of these mutexes guards stays

@@ -12,6 +12,7 @@ mod database;
 mod errors;
 mod memory;
 mod serialization;
+mod tasks;
 
 use errors::{guarded, RustPanicError};
 
@@ -49,5 +50,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     database::register(m)?;
     serialization::register(m)?;
     memory::register(m)?;
+    tasks::register(m)?;
     Ok(())
 }
