@@ -1,0 +1,469 @@
+"""The tasks component: crewai's Flow runtime on the fork's dispatch core.
+
+Each behaviour is checked on both backends (``python``: upstream's code path;
+``rust``: the fork's), and where the two must agree, against each other on the
+same input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import multiprocessing
+import random
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from crewai_rust._backend import every_component_forced, forced_backend
+
+BACKENDS = ["python", "rust"]
+
+
+@pytest.fixture(autouse=True)
+def _no_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from crewai.events.listeners.tracing.utils import _tui_mode
+
+    monkeypatch.setenv("CREWAI_TRACING_ENABLED", "false")
+    token = _tui_mode.set(True)  # no console panel per step
+    yield
+    _tui_mode.reset(token)
+
+
+def _flow_class(name: str, build: Callable[[dict[str, Any]], None], base: type | None = None) -> type:
+    from crewai.flow.flow import Flow
+
+    namespace: dict[str, Any] = {}
+    build(namespace)
+    return type(name, (base or Flow,), namespace)
+
+
+def _method(name: str, body: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def method(self: Any) -> Any:
+        return body(self)
+
+    method.__name__ = name
+    return method
+
+
+# --------------------------------------------------------------------------- which methods fire
+
+
+def _random_condition(rng: random.Random, events: list[str], depth: int = 2) -> Any:
+    from crewai.flow.flow import and_, or_
+
+    if depth == 0 or rng.random() < 0.5:
+        return rng.choice(events)
+    branches = [_random_condition(rng, events, depth - 1) for _ in range(rng.randint(1, 3))]
+    return (and_ if rng.random() < 0.5 else or_)(*branches)
+
+
+def _random_graph_flow(seed: int) -> tuple[type, list[str]]:
+    """A Flow whose listeners and routers listen to random conditions over its
+    methods and router outcomes (the bodies never run here)."""
+    from crewai.flow.flow import listen, router, start
+
+    rng = random.Random(seed)
+    names = [f"m{i}" for i in range(rng.randint(2, 14))]
+    events = [*names, "out_a", "out_b", "stray"]
+
+    def build(ns: dict[str, Any]) -> None:
+        ns[names[0]] = start()(_method(names[0], lambda self: None))
+        for name in names[1:]:
+            condition = _random_condition(rng, [e for e in events if e != name])  # no listener of itself
+            decorator = router if rng.random() < 0.3 else listen
+            ns[name] = decorator(condition)(_method(name, lambda self: None))
+
+    return _flow_class(f"Graph{seed}", build), events
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_native_graph_fires_what_upstreams_walk_fires(seed: int) -> None:
+    """Random method graphs (routers, nested or_/and_, repeated triggers, re-armed
+    or_ listeners): the same methods, in the same order, and the same fired set."""
+    flow_class, events = _random_graph_flow(seed)
+    rng = random.Random(seed + 1000)
+    flows = {backend: flow_class() for backend in BACKENDS}
+    for step in range(60):
+        trigger, router_only = rng.choice(events), rng.random() < 0.4
+        if step % 13 == 12:
+            for flow in flows.values():
+                flow._clear_or_listeners()
+        fired = {}
+        for backend, flow in flows.items():
+            with forced_backend("tasks", backend):  # type: ignore[arg-type]
+                fired[backend] = list(flow._find_triggered_methods(trigger, router_only))
+        assert fired["python"] == fired["rust"], (step, trigger, router_only)
+        assert flows["python"]._fired_or_listeners == flows["rust"]._fired_or_listeners
+
+
+def test_the_native_graph_is_used_only_with_the_component_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import crewai_rust.tasks as tasks
+
+    flow_class, _ = _random_graph_flow(3)
+    flow = flow_class()
+    monkeypatch.setattr(tasks, "flow_graph", lambda definition: pytest.fail("graph consulted"))
+    with forced_backend("tasks", "python"):
+        flow._find_triggered_methods("m0", False)
+
+
+def test_a_condition_the_graph_does_not_compile_is_read_by_upstreams_walk() -> None:
+    """A hand-made condition dict with neither "and" nor "or": upstream's walk
+    raises KeyError when a trigger reaches it; so does the fork (it hands the
+    flow to the walk)."""
+    import crewai_rust.tasks as tasks
+    from crewai.flow.flow import listen, start
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["begin"] = start()(_method("begin", lambda self: "x"))
+        ns["odd"] = listen("begin")(_method("odd", lambda self: None))
+
+    flow_class = _flow_class("OddCondition", build)
+    definition = flow_class.flow_definition()
+    definition.methods["odd"].listen = {"xor": ["begin"]}
+    try:
+        assert tasks.flow_graph(definition) is None
+        for backend in BACKENDS:
+            with forced_backend("tasks", backend), pytest.raises(KeyError, match="or"):  # type: ignore[arg-type]
+                flow_class()._find_triggered_methods("begin", False)
+    finally:
+        del flow_class._flow_definition
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+def _recording_flow(seed: int) -> type:
+    """A random runnable flow: a start, then listeners and routers over earlier
+    methods and outcomes; every step records its name (thread-safe)."""
+    from crewai.flow.flow import and_, listen, or_, router, start
+
+    rng = random.Random(seed)
+    n = rng.randint(4, 16)
+
+    def build(ns: dict[str, Any]) -> None:
+        def record(name: str, value: Any) -> Callable[[Any], Any]:
+            def body(self: Any) -> Any:
+                with self.lock:
+                    self.ran.append(name)
+                return value
+
+            return body
+
+        ns["m0"] = start()(_method("m0", record("m0", 0)))
+        emitted = ["m0"]
+        for i in range(1, n):
+            name = f"m{i}"
+            pick = lambda k: rng.sample(emitted, min(k, len(emitted)))  # noqa: E731
+            kind = rng.random()
+            if kind < 0.2:
+                condition: Any = and_(*pick(2))
+            elif kind < 0.4:
+                condition = or_(*pick(2))
+            else:
+                condition = rng.choice(emitted)
+            if rng.random() < 0.25:
+                outcome = f"o{i}"
+                ns[name] = router(condition)(_method(name, record(name, outcome)))
+                emitted.append(outcome)
+            else:
+                ns[name] = listen(condition)(_method(name, record(name, i)))
+                emitted.append(name)
+
+    base = _flow_class(f"RecordingBase{seed}", lambda ns: None)
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        base.__init__(self, *args, **kwargs)
+        object.__setattr__(self, "ran", [])
+        object.__setattr__(self, "lock", threading.Lock())
+
+    cls = _flow_class(f"Recording{seed}", build, base)
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_a_kickoff_runs_the_same_steps_on_both_backends(seed: int) -> None:
+    flow_class = _recording_flow(seed)
+    runs = {}
+    for backend in BACKENDS:
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            flow = flow_class()
+            result = flow.kickoff()
+        # Listeners of one trigger run in parallel (on both backends): their order among
+        # themselves, and so which output is the flow's result, may vary from run to run.
+        assert result in [entry["output"] for entry in flow._method_outputs]
+        runs[backend] = (collections.Counter(flow.ran), sorted(map(repr, flow.method_outputs)))
+    assert runs["python"] == runs["rust"]
+
+
+def _chain(length: int) -> type:
+    from crewai.flow.flow import listen, start
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["s0"] = start()(_method("s0", lambda self: 0))
+        for i in range(1, length):
+            ns[f"s{i}"] = listen(f"s{i - 1}")(_method(f"s{i}", lambda self, i=i: i))
+
+    return _flow_class(f"Chain{length}", build)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_events_of_a_run_are_the_same_on_both_backends(backend: str) -> None:
+    from crewai.events.event_bus import crewai_event_bus
+    from crewai.events.types.flow_events import (
+        FlowFinishedEvent,
+        FlowStartedEvent,
+        MethodExecutionFinishedEvent,
+        MethodExecutionStartedEvent,
+    )
+
+    flow_class = _chain(5)
+    seen: list[tuple[int, str, str | None]] = []
+    lock = threading.Lock()
+
+    def capture(source: Any, event: Any) -> None:  # handlers run on the bus's threads: sort by emission
+        with lock:
+            seen.append((event.emission_sequence, type(event).__name__, getattr(event, "method_name", None)))
+
+    with crewai_event_bus.scoped_handlers():
+        for event_type in (FlowStartedEvent, MethodExecutionStartedEvent, MethodExecutionFinishedEvent,
+                           FlowFinishedEvent):
+            crewai_event_bus.on(event_type)(capture)
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            assert flow_class().kickoff() == 4
+        crewai_event_bus.flush()
+    steps = [f"s{i}" for i in range(5)]
+    expected = [("FlowStartedEvent", None)]
+    for step in steps:
+        expected += [("MethodExecutionStartedEvent", step), ("MethodExecutionFinishedEvent", step)]
+    expected.append(("FlowFinishedEvent", None))
+    assert [(name, method) for _, name, method in sorted(seen)] == expected
+
+
+# --------------------------------------------------------------------------- steps without a hop
+
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sync_step_sees_what_a_worker_thread_sees(backend: str) -> None:
+    """Not the caller's thread, no running or current event loop (asyncio.run
+    works inside), the caller's context vars; what it sets stays inside."""
+    from crewai.flow.flow import listen, start
+
+    observed: dict[str, Any] = {}
+
+    def first(self: Any) -> str:
+        observed["thread"] = threading.get_ident()
+        try:
+            asyncio.get_running_loop()
+            observed["loop"] = "running"
+        except RuntimeError:
+            observed["loop"] = "none"
+        observed["nested"] = asyncio.run(asyncio.sleep(0, result="nested ok"))
+        observed["request"] = _request_id.get()
+        _request_id.set("changed inside")
+        return "first"
+
+    def second(self: Any) -> str:
+        observed["second_request"] = _request_id.get()
+        return "second"
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["first"] = start()(_method("first", first))
+        ns["second"] = listen("first")(_method("second", second))
+
+    token = _request_id.set("from caller")
+    try:
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            assert _flow_class("Worker", build)().kickoff() == "second"
+        assert _request_id.get() == "from caller"
+    finally:
+        _request_id.reset(token)
+    assert observed["thread"] != threading.get_ident()
+    assert observed["loop"] == "none"
+    assert observed["nested"] == "nested ok"
+    assert observed["request"] == "from caller"
+    assert observed["second_request"] == "from caller"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_listeners_of_one_trigger_still_run_at_the_same_time(backend: str) -> None:
+    """Two sync listeners that each wait for the other: serialized, they would hang."""
+    from crewai.flow.flow import listen, start
+
+    barrier = threading.Barrier(2, timeout=20)
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["go"] = start()(_method("go", lambda self: "go"))
+        ns["left"] = listen("go")(_method("left", lambda self: barrier.wait()))
+        ns["right"] = listen("go")(_method("right", lambda self: barrier.wait()))
+
+    with every_component_forced(backend):  # type: ignore[arg-type]
+        _flow_class("Parallel", build)().kickoff()
+    assert not barrier.broken
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_steps_run_on_the_flow_event_loop(backend: str) -> None:
+    from crewai.flow.flow import listen, start
+
+    async def fetch(self: Any) -> str:
+        await asyncio.sleep(0)
+        return type(asyncio.get_running_loop()).__name__
+
+    fetch.__name__ = "fetch"
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["fetch"] = start()(fetch)
+        ns["after"] = listen("fetch")(_method("after", lambda self: self.method_outputs[-1]))
+
+    with every_component_forced(backend):  # type: ignore[arg-type]
+        assert "EventLoop" in _flow_class("AsyncSteps", build)().kickoff()
+
+
+class _StepFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("error", [_StepFailed("boom"), KeyboardInterrupt()])
+def test_an_exception_in_a_step_ends_the_kickoff_with_it(backend: str, error: BaseException) -> None:
+    from crewai.flow.flow import listen, start
+
+    ran_after: list[str] = []
+
+    def fail(self: Any) -> None:
+        raise error
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["begin"] = start()(_method("begin", lambda self: 1))
+        ns["fail"] = listen("begin")(_method("fail", fail))
+        ns["after"] = listen("fail")(_method("after", lambda self: ran_after.append("after")))
+
+    with every_component_forced(backend), pytest.raises(type(error)):  # type: ignore[arg-type]
+        _flow_class("Failing", build)().kickoff()
+    assert ran_after == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_may_kick_off_another_flow(backend: str) -> None:
+    from crewai.flow.flow import start
+
+    inner = _chain(3)
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["outer"] = start()(_method("outer", lambda self: ("inner", inner().kickoff())))
+
+    with every_component_forced(backend):  # type: ignore[arg-type]
+        assert _flow_class("Outer", build)().kickoff() == ("inner", 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sync_kickoff_inside_a_running_event_loop(backend: str) -> None:
+    async def main() -> Any:
+        return _chain(3)().kickoff()
+
+    with every_component_forced(backend):  # type: ignore[arg-type]
+        assert asyncio.run(main()) == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_cycle_cap_ends_a_flow_that_never_ends(backend: str) -> None:
+    """A router that always loops back: upstream's max_method_calls stops it;
+    the same exception and message on both backends."""
+    from crewai.flow.flow import listen, or_, router, start
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["begin"] = start()(_method("begin", lambda self: 0))
+        ns["spin"] = router(or_("begin", "again"))(_method("spin", lambda self: "again"))
+        ns["never"] = listen("done")(_method("never", lambda self: None))
+
+    outcomes = {}
+    for each in BACKENDS:
+        with every_component_forced(each):  # type: ignore[arg-type]
+            try:
+                outcomes[each] = ("returned", _flow_class("Spin", build)(max_method_calls=20).kickoff())
+            except Exception as exc:  # noqa: BLE001 - compared across backends
+                outcomes[each] = (type(exc).__name__, str(exc))
+    assert outcomes["python"] == outcomes["rust"]
+
+
+def _run_on_flow_thread_in_child(queue: Any) -> None:
+    from crewai_rust.tasks import flow_runner
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return threading.get_ident()
+
+    try:
+        with every_component_forced("rust"):
+            queue.put(flow_runner()(answer()) != threading.get_ident())  # type: ignore[misc]
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        queue.put(repr(exc))
+
+
+def test_a_forked_child_gets_flow_threads_of_its_own() -> None:
+    """The parent's idle flow threads do not exist in a forked child: the child
+    starts its own. (A whole ``Flow.kickoff`` in such a child waits forever on
+    both backends: crewai's event bus thread does not survive the fork.)"""
+    with every_component_forced("rust"):
+        assert _chain(4)().kickoff() == 3  # the parent's flow threads exist now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_run_on_flow_thread_in_child, args=(queue,))
+    child.start()
+    try:
+        child.join(60)
+        assert child.exitcode == 0
+        assert queue.get(timeout=5) is True
+    finally:
+        if child.exitcode is None:
+            child.kill()
+
+
+# --------------------------------------------------------------------------- private attributes, file store
+
+
+def test_private_attributes_read_the_same_on_both_backends() -> None:
+    from pydantic import PrivateAttr
+
+    from crewai.flow.flow import Flow
+
+    class WithOwnPrivate(Flow):  # type: ignore[misc]
+        _own: list[int] = PrivateAttr(default_factory=lambda: [1])
+
+    flow = WithOwnPrivate()
+    reads = {}
+    for backend in BACKENDS:
+        with forced_backend("tasks", backend):  # type: ignore[arg-type]
+            reads[backend] = (flow._definition, flow._completed_methods, flow._own, flow._pending_events)
+    assert reads["python"] == reads["rust"]
+    flow._completed_methods = {"x"}
+    with forced_backend("tasks", "rust"):
+        assert flow._completed_methods == {"x"}
+        assert type(Flow._definition).__name__ == "ModelPrivateAttr"
+        with pytest.raises(AttributeError):
+            flow._not_an_attribute  # noqa: B018
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_file_store_reads_and_clears_as_upstream(backend: str) -> None:
+    import uuid
+
+    from crewai.utilities import file_store
+
+    crew_id, task_id = uuid.uuid4(), uuid.uuid4()
+    with every_component_forced(backend):  # type: ignore[arg-type]
+        assert file_store.get_all_files(crew_id, task_id) is None
+        file_store.clear_task_files(task_id)
+        file_store.store_task_files(task_id, {"note": "a file input"})  # type: ignore[dict-item]
+        assert file_store.get_all_files(crew_id, task_id) == {"note": "a file input"}
+        file_store.clear_task_files(task_id)
+        assert file_store.get_all_files(crew_id, task_id) is None
