@@ -101,7 +101,7 @@ def test_the_native_graph_fires_what_upstreams_walk_fires(seed: int) -> None:
 
 
 def test_the_native_graph_is_used_only_with_the_component_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    import crewai_rust.tasks as tasks
+    from crewai_rust import tasks
 
     flow_class, _ = _random_graph_flow(3)
     flow = flow_class()
@@ -114,8 +114,9 @@ def test_a_condition_the_graph_does_not_compile_is_read_by_upstreams_walk() -> N
     """A hand-made condition dict with neither "and" nor "or": upstream's walk
     raises KeyError when a trigger reaches it; so does the fork (it hands the
     flow to the walk)."""
-    import crewai_rust.tasks as tasks
     from crewai.flow.flow import listen, start
+
+    from crewai_rust import tasks
 
     def build(ns: dict[str, Any]) -> None:
         ns["begin"] = start()(_method("begin", lambda self: "x"))
@@ -157,7 +158,7 @@ def _recording_flow(seed: int) -> type:
         emitted = ["m0"]
         for i in range(1, n):
             name = f"m{i}"
-            pick = lambda k: rng.sample(emitted, min(k, len(emitted)))  # noqa: E731
+            pick = lambda k: rng.sample(emitted, min(k, len(emitted)))
             kind = rng.random()
             if kind < 0.2:
                 condition: Any = and_(*pick(2))
@@ -432,9 +433,8 @@ def test_a_forked_child_gets_flow_threads_of_its_own() -> None:
 
 
 def test_private_attributes_read_the_same_on_both_backends() -> None:
-    from pydantic import PrivateAttr
-
     from crewai.flow.flow import Flow
+    from pydantic import PrivateAttr
 
     class WithOwnPrivate(Flow):  # type: ignore[misc]
         _own: list[int] = PrivateAttr(default_factory=lambda: [1])
