@@ -40,6 +40,12 @@ the fork's hooks send three parts of it here:
   gives the Flow class a plain descriptor per private attribute that reads
   the same ``__pydantic_private__`` entry directly (setting is untouched:
   pydantic's ``__setattr__`` still does it).
+* **One state class per state type.** A flow typed ``Flow[SomeModel]`` whose
+  model is not a ``FlowState`` (the agent executor's) defines a new pydantic
+  class ``StateWithId(FlowState, SomeModel)`` for every instance: about 4 ms,
+  80% of building an agent's executor, which ``Crew.kickoff`` does for every
+  agent. :func:`state_class_with_id` defines it once per state type (same
+  name, module and qualified name, same fields and validation).
 * **Telemetry's package version.** crewai's telemetry reads its own version
   from the installed package's metadata (``importlib.metadata.version``, a
   directory scan and a file parse) for each span: about 8% of a task's
@@ -72,7 +78,7 @@ from crewai_rust._backend import decider, load_native
 
 __all__ = [
     "fast_private_attributes", "file_store_call_is_noop", "find_triggered_methods", "flow_runner",
-    "package_version", "to_thread",
+    "package_version", "state_class_with_id", "to_thread",
 ]
 
 T = TypeVar("T")
@@ -398,3 +404,27 @@ def package_version(distribution_name: str) -> str | None:
     if not _on_rust():
         return None
     return _installed_version(distribution_name)
+
+
+_state_classes: weakref.WeakKeyDictionary[type, type] = weakref.WeakKeyDictionary()
+_state_classes_lock = threading.Lock()
+
+
+def state_class_with_id(flow_state: type, state_type: type) -> type | None:
+    """The ``StateWithId(flow_state, state_type)`` class ``Flow._create_initial_state``
+    defines, made once per ``state_type`` and reused; None when the tasks component
+    is off (the runtime then defines one per instance, as upstream does)."""
+    if not _on_rust():
+        return None
+    with _state_classes_lock:
+        cached = _state_classes.get(state_type)
+        if cached is not None and cached.__bases__ == (flow_state, state_type):
+            return cached
+
+        class StateWithId(flow_state, state_type):  # type: ignore[misc, valid-type]
+            pass
+
+        StateWithId.__module__ = flow_state.__module__
+        StateWithId.__qualname__ = "Flow._create_initial_state.<locals>.StateWithId"
+        _state_classes[state_type] = StateWithId
+        return StateWithId

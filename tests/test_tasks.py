@@ -467,3 +467,31 @@ def test_the_file_store_reads_and_clears_as_upstream(backend: str) -> None:
         assert file_store.get_all_files(crew_id, task_id) == {"note": "a file input"}
         file_store.clear_task_files(task_id)
         assert file_store.get_all_files(crew_id, task_id) is None
+
+
+def test_a_typed_flow_state_class_is_made_once_per_state_type() -> None:
+    from crewai.flow.flow import Flow, start
+    from pydantic import BaseModel
+
+    class Counter(BaseModel):
+        count: int = 0
+
+    class Typed(Flow[Counter]):  # type: ignore[misc]
+        @start()
+        def bump(self) -> int:
+            self.state.count += 1
+            return self.state.count
+
+    classes = {}
+    for backend in BACKENDS:
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            first, second = Typed(), Typed()
+            assert (first.kickoff(), first.kickoff(), second.kickoff()) == (1, 2, 1)
+            assert first.state.id != second.state.id
+            classes[backend] = (type(first.state), type(second.state))
+    for state_class in (*classes["python"], *classes["rust"]):
+        assert state_class.__name__ == "StateWithId"
+        assert state_class.__qualname__ == "Flow._create_initial_state.<locals>.StateWithId"
+        assert set(state_class.model_fields) == {"id", "count"}
+    assert classes["python"][0] is not classes["python"][1]  # upstream: one class per instance
+    assert classes["rust"][0] is classes["rust"][1]
