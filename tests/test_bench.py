@@ -45,7 +45,7 @@ def test_every_component_workload_checks_results_before_timing() -> None:
     two stores' files.)"""
     bench._load_workloads()
     components = {w.component for w in bench.REGISTRY.values()}
-    assert components >= {"memory", "serialization", "database"}
+    assert components >= {"memory", "serialization", "database", "tasks"}
     wrong = object()
     for workload in bench.REGISTRY.values():
         cases = 0

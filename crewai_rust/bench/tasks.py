@@ -5,6 +5,9 @@
   threads upstream).
 * flow.dispatch: a user ``Flow`` of 200 sync steps mixing ``@listen``,
   ``@router``, ``or_`` and ``and_``, per step.
+* tools.call_native / tools.call_react: one task whose agent makes 30 tool
+  calls (native function calling, or ReAct text) before answering, per tool
+  call (the task's own cost is spread over the 30 calls on both sides).
 
 The upstream side runs every component on upstream's code (what users of
 crewai 1.15.30 run), the Rust side every component on the fork's. The LLM is
@@ -54,6 +57,100 @@ def instant_llm() -> Any:
             return 128_000
 
     return InstantLLM(model="instant")
+
+
+_TOOL_CALLS = 30
+
+
+def scripted_tool_llm(native: bool) -> Any:
+    """An instant LLM that calls the ``add_numbers`` tool until the conversation
+    holds ``_TOOL_CALLS`` results, then answers: with native tool calls
+    (OpenAI's shape) or, for ``native=False``, in ReAct text."""
+    from crewai.events.types.llm_events import LLMCallType
+    from crewai.llms.base_llm import BaseLLM, llm_call_context
+
+    class ScriptedToolLLM(BaseLLM):
+        native_calls: bool = native
+
+        def _results_so_far(self, messages: Any) -> int:
+            if isinstance(messages, str):
+                return messages.count("Observation:")
+            if self.native_calls:
+                return sum(1 for m in messages if m.get("role") == "tool")
+            # Each answered ReAct step is an assistant message holding its Action (the prompt's
+            # own format instructions mention "Observation:" too).
+            return sum(1 for m in messages
+                       if m.get("role") == "assistant" and "Action: add_numbers" in str(m.get("content", "")))
+
+        def call(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
+                 from_task: Any = None, from_agent: Any = None, response_model: Any = None) -> Any:
+            with llm_call_context():
+                self._emit_call_started_event(messages=messages, tools=tools, callbacks=callbacks,
+                                              available_functions=available_functions,
+                                              from_task=from_task, from_agent=from_agent)
+                formatted = self._format_messages(messages)
+                self._invoke_before_llm_call_hooks(formatted, from_agent)
+                usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
+                self._track_token_usage_internal(usage)
+                done = self._results_so_far(formatted)
+                if done >= _TOOL_CALLS:
+                    response: Any = self._invoke_after_llm_call_hooks(formatted, _FINAL_ANSWER, from_agent)
+                    if self.native_calls:
+                        response = "done"
+                elif self.native_calls:
+                    response = [{"id": f"call_{done}", "type": "function",
+                                 "function": {"name": "add_numbers", "arguments": f'{{"a": {done}, "b": 1}}'}}]
+                else:
+                    response = self._invoke_after_llm_call_hooks(
+                        formatted,
+                        f'Thought: I need the sum\nAction: add_numbers\nAction Input: {{"a": {done}, "b": 1}}',
+                        from_agent)
+                self._emit_call_completed_event(
+                    response=response, call_type=LLMCallType.TOOL_CALL if isinstance(response, list)
+                    else LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
+                    messages=formatted, usage=usage)
+                return response
+
+        def supports_function_calling(self) -> bool:
+            return self.native_calls
+
+        def get_context_window_size(self) -> int:
+            return 1_000_000
+
+    return ScriptedToolLLM(model="scripted")
+
+
+def _add_tool() -> Any:
+    from crewai.tools import BaseTool
+    from pydantic import BaseModel
+
+    class AddArgs(BaseModel):
+        a: int
+        b: int
+
+    class AddNumbers(BaseTool):
+        name: str = "add_numbers"
+        description: str = "Adds two integers."
+        args_schema: type[BaseModel] = AddArgs
+
+        def _run(self, a: int, b: int) -> str:
+            return str(a + b)
+
+    return AddNumbers()
+
+
+def _tool_task(native: bool, backend: str) -> Callable[[], Any]:
+    def run() -> Any:
+        from crewai import Agent, Crew, Task
+
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            agent = Agent(role="adder", goal="add", backstory="b", llm=scripted_tool_llm(native),
+                          tools=[_add_tool()], verbose=False, max_iter=_TOOL_CALLS + 5)
+            task = Task(description="add numbers", expected_output="a sum", agent=agent)
+            output = Crew(agents=[agent], tasks=[task], verbose=False).kickoff()
+        return output.raw, len(output.token_usage.model_dump()) if output.token_usage else 0
+
+    return run
 
 
 def _crew(tasks: int, agents: int) -> Any:
@@ -164,3 +261,42 @@ def dispatch_cases(quick: bool) -> Iterator[Case]:
     with quiet_runtime():
         yield Case(f"{steps} steps", _run_flow(flow_class, "python"), _run_flow(flow_class, "rust"), check,
                    cpu_time=True, units_per_call=steps)
+
+
+def _tool_cases(native: bool) -> Iterator[Case]:
+    from crewai.events.event_bus import crewai_event_bus
+    from crewai.events.types.tool_usage_events import ToolUsageFinishedEvent
+
+    finished: list[int] = []
+
+    def check(expected: Any, got: Any) -> None:
+        _same(expected, got)
+
+    def counted(run: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            finished.clear()
+            result = run()
+            crewai_event_bus.flush()
+            assert len(finished) == _TOOL_CALLS, f"{len(finished)} of {_TOOL_CALLS} tool calls finished"
+            return result
+
+        return call
+
+    with quiet_runtime(), crewai_event_bus.scoped_handlers():
+        crewai_event_bus.on(ToolUsageFinishedEvent)(lambda source, event: finished.append(1))
+        yield Case(f"{_TOOL_CALLS} calls in a task", counted(_tool_task(native, "python")),
+                   counted(_tool_task(native, "rust")), check, cpu_time=True, units_per_call=_TOOL_CALLS)
+
+
+@workload("tools.call_native", component="tasks",
+          description="An agent's native (function-calling) tool calls with an instant LLM: process CPU per "
+                      "call, every component on upstream vs on the fork (the task's own cost spread over 30 calls)")
+def call_native_cases(quick: bool) -> Iterator[Case]:
+    yield from _tool_cases(native=True)
+
+
+@workload("tools.call_react", component="tasks",
+          description="An agent's ReAct (text) tool calls with an instant LLM: process CPU per call, every "
+                      "component on upstream vs on the fork (the task's own cost spread over 30 calls)")
+def call_react_cases(quick: bool) -> Iterator[Case]:
+    yield from _tool_cases(native=False)
