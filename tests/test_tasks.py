@@ -495,3 +495,4 @@ def test_a_typed_flow_state_class_is_made_once_per_state_type() -> None:
         assert set(state_class.model_fields) == {"id", "count"}
     assert classes["python"][0] is not classes["python"][1]  # upstream: one class per instance
     assert classes["rust"][0] is classes["rust"][1]
+
