@@ -496,3 +496,85 @@ def test_a_typed_flow_state_class_is_made_once_per_state_type() -> None:
     assert classes["python"][0] is not classes["python"][1]  # upstream: one class per instance
     assert classes["rust"][0] is classes["rust"][1]
 
+
+
+def _event_types(root: type) -> set[type]:
+    found, todo = set(), [root]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+def _capturing_into(seen: list[tuple[int, str]]) -> Callable[[Any, Any], None]:
+    lock = threading.Lock()
+
+    def capture(source: Any, event: Any) -> None:
+        with lock:
+            seen.append((event.emission_sequence or 0, type(event).__name__))
+
+    return capture
+
+
+def test_a_crews_events_are_the_same_on_both_backends() -> None:
+    """The event types of a two-task crew run, in emission order, compared across backends."""
+    from crewai.events.base_events import BaseEvent
+    from crewai.events.event_bus import crewai_event_bus
+
+    from crewai_rust.bench.tasks import _crew
+
+    _crew(1, 1).kickoff()  # once-per-process events (DefaultEnvEvent) out of the way
+    sequences = {}
+    for backend in BACKENDS:
+        seen: list[tuple[int, str]] = []
+        capture = _capturing_into(seen)  # (source, event): a third parameter would receive the bus's state
+
+        with crewai_event_bus.scoped_handlers():
+            for event_type in _event_types(BaseEvent):  # the bus dispatches on the exact type
+                crewai_event_bus.on(event_type)(capture)
+            with every_component_forced(backend):  # type: ignore[arg-type]
+                output = _crew(2, 1).kickoff()
+            crewai_event_bus.flush()
+        assert [t.raw for t in output.tasks_output] == ["done", "done"]
+        sequences[backend] = [name for _, name in sorted(seen)]
+    assert sequences["python"] == sequences["rust"], "\n".join(map(str, sequences.values()))
+    assert sequences["rust"].count("TaskCompletedEvent") == 2
+
+
+@pytest.mark.parametrize("outcome", [5, None, "stop"])
+def test_a_router_outcome_that_is_not_a_plain_string_routes_as_upstream(outcome: Any) -> None:
+    """str() of a router's return value is the event (5 -> "5"); None ends the route."""
+    from crewai.flow.flow import listen, router, start
+
+    ran: dict[str, list[str]] = {}
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["begin"] = start()(_method("begin", lambda self: 1))
+        ns["decide"] = router("begin")(_method("decide", lambda self: outcome))
+        for name in ("5", "None", "stop"):
+            ns[f"on_{name}"] = listen(name)(_method(f"on_{name}", lambda self, name=name: self.ran.append(name)))
+
+    for backend in BACKENDS:
+        flow = _flow_class(f"Route{backend}", build)()
+        object.__setattr__(flow, "ran", [])
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            flow.kickoff()
+        ran[backend] = flow.ran
+    assert ran["python"] == ran["rust"]
+
+
+def test_a_condition_naming_no_method_never_fires_on_either_backend() -> None:
+    from crewai.flow.flow import listen, start
+
+    def build(ns: dict[str, Any]) -> None:
+        ns["begin"] = start()(_method("begin", lambda self: "b"))
+        ns["orphan"] = listen("no_such_method")(_method("orphan", lambda self: "orphan ran"))
+
+    results = {}
+    for backend in BACKENDS:
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            flow = _flow_class("Orphan", build)()
+            results[backend] = (flow.kickoff(), [o["method"] for o in flow._method_outputs])
+    assert results["python"] == results["rust"] == ("b", ["begin"])
