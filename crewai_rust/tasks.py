@@ -157,6 +157,9 @@ class _InlineWhenAlone(concurrent.futures.ThreadPoolExecutor):
         self._loop = loop
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        # Set by the kicking-off thread on an interrupt: no further call starts
+        # (upstream's loop stops on the spot, its running step finishing on its thread).
+        self.interrupted = False
 
     def _alone(self) -> bool:
         loop: Any = self._loop
@@ -172,6 +175,10 @@ class _InlineWhenAlone(concurrent.futures.ThreadPoolExecutor):
             self._in_flight -= 1
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        if self.interrupted:
+            stopped: concurrent.futures.Future[T] = concurrent.futures.Future()
+            stopped.set_exception(asyncio.CancelledError())
+            return stopped
         if asyncio.events._get_running_loop() is not self._loop or not self._alone():
             with self._in_flight_lock:
                 self._in_flight += 1
@@ -212,7 +219,12 @@ async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     loop = asyncio.get_running_loop()
     executor = getattr(loop, "_default_executor", None)
     if type(executor) is _InlineWhenAlone and _on_rust() and executor._alone():
-        return executor.run_here(contextvars.copy_context().run, func, *args, **kwargs)
+        if executor.interrupted:
+            raise asyncio.CancelledError
+        result = executor.run_here(contextvars.copy_context().run, func, *args, **kwargs)
+        if executor.interrupted:  # upstream's loop would have stopped while this ran
+            raise asyncio.CancelledError
+        return result
     return await asyncio.to_thread(func, *args, **kwargs)
 
 
@@ -286,6 +298,9 @@ class _FlowThread:
                 raise
             loop = self.loop
             if loop is not None:
+                executor = getattr(loop, "_default_executor", None)
+                if type(executor) is _InlineWhenAlone:
+                    executor.interrupted = True
                 loop.call_soon_threadsafe(_cancel_every_task, loop)
             try:
                 future.exception()  # wait for the flow to wind down

@@ -578,3 +578,55 @@ def test_a_condition_naming_no_method_never_fires_on_either_backend() -> None:
             flow = _flow_class("Orphan", build)()
             results[backend] = (flow.kickoff(), [o["method"] for o in flow._method_outputs])
     assert results["python"] == results["rust"] == ("b", ["begin"])
+
+
+_INTERRUPTED_FLOW = """
+import os, signal, sys, threading, time
+from crewai.flow.flow import Flow, listen, start
+from crewai_rust._backend import every_component_forced
+
+ran = []
+
+class Slow(Flow):
+    @start()
+    def begin(self):
+        ran.append("begin")
+        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        time.sleep(2)
+        ran.append("begin done")
+        return 1
+
+    @listen("begin")
+    def after(self):
+        ran.append("after")
+
+with every_component_forced(sys.argv[1]):
+    try:
+        Slow().kickoff()
+        print("returned", ran, flush=True)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", ran, flush=True)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_during_a_step_ends_the_kickoff_as_upstream() -> None:
+    """SIGINT while a sync step runs: the step finishes (a thread cannot be
+    interrupted), no later step starts, kickoff raises KeyboardInterrupt.
+    With crewai's telemetry on, its SIGINT handler first flushes spans, and a
+    step may start meanwhile on the fork (see the README): telemetry is off here."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    env = {**os.environ, "CREWAI_DISABLE_TELEMETRY": "true", "CREWAI_TRACING_ENABLED": "false"}
+    outcomes = {}
+    for backend in BACKENDS:
+        child = subprocess.run([sys.executable, "-c", _INTERRUPTED_FLOW, backend], capture_output=True, text=True,
+                               cwd=REPO_ROOT.parent, env=env, timeout=120, check=False)
+        last = [line for line in child.stdout.splitlines() if line.startswith(("KeyboardInterrupt", "returned"))]
+        outcomes[backend] = last[-1] if last else f"no outcome: {child.stderr[-2000:]}"
+    assert outcomes["python"] == "KeyboardInterrupt ['begin', 'begin done']", outcomes
+    assert outcomes["rust"] == outcomes["python"]
