@@ -17,6 +17,7 @@ provider's ``call()`` does (call events, hooks, token tracking).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,12 @@ _FINAL_ANSWER = "Thought: I now know the final answer\nFinal Answer: done"
 
 def instant_llm() -> Any:
     """An LLM that answers at once, doing crewai's part of a provider call."""
+    return _instant_llm_class()(model="instant")
+
+
+@functools.cache
+def _instant_llm_class() -> type:
+    # One class per process: defining a pydantic model costs milliseconds, no part of a kickoff.
     from crewai.events.types.llm_events import LLMCallType
     from crewai.llms.base_llm import BaseLLM, llm_call_context
 
@@ -56,7 +63,7 @@ def instant_llm() -> Any:
         def get_context_window_size(self) -> int:
             return 128_000
 
-    return InstantLLM(model="instant")
+    return InstantLLM
 
 
 _TOOL_CALLS = 30
@@ -66,11 +73,16 @@ def scripted_tool_llm(native: bool) -> Any:
     """An instant LLM that calls the ``add_numbers`` tool until the conversation
     holds ``_TOOL_CALLS`` results, then answers: with native tool calls
     (OpenAI's shape) or, for ``native=False``, in ReAct text."""
+    return _scripted_tool_llm_class()(model="scripted", native_calls=native)
+
+
+@functools.cache
+def _scripted_tool_llm_class() -> type:
     from crewai.events.types.llm_events import LLMCallType
     from crewai.llms.base_llm import BaseLLM, llm_call_context
 
     class ScriptedToolLLM(BaseLLM):
-        native_calls: bool = native
+        native_calls: bool = True
 
         def _results_so_far(self, messages: Any) -> int:
             if isinstance(messages, str):
@@ -117,10 +129,15 @@ def scripted_tool_llm(native: bool) -> Any:
         def get_context_window_size(self) -> int:
             return 1_000_000
 
-    return ScriptedToolLLM(model="scripted")
+    return ScriptedToolLLM
 
 
 def _add_tool() -> Any:
+    return _add_tool_class()()
+
+
+@functools.cache
+def _add_tool_class() -> type:
     from crewai.tools import BaseTool
     from pydantic import BaseModel
 
@@ -136,7 +153,7 @@ def _add_tool() -> Any:
         def _run(self, a: int, b: int) -> str:
             return str(a + b)
 
-    return AddNumbers()
+    return AddNumbers
 
 
 def _tool_task(native: bool, backend: str) -> Callable[[], Any]:
