@@ -41,6 +41,10 @@ def _instant_llm_class() -> type:
     class InstantLLM(BaseLLM):
         answer: str = _FINAL_ANSWER
 
+        def respond(self, messages: list[Any]) -> str | list[dict[str, Any]]:
+            """The reply: text, or a list of native tool calls."""
+            return self.answer
+
         def call(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
                  from_task: Any = None, from_agent: Any = None, response_model: Any = None) -> Any:
             with llm_call_context():
@@ -51,11 +55,13 @@ def _instant_llm_class() -> type:
                 self._invoke_before_llm_call_hooks(formatted, from_agent)
                 usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
                 self._track_token_usage_internal(usage)
-                content = self._invoke_after_llm_call_hooks(formatted, self.answer, from_agent)
-                self._emit_call_completed_event(response=content, call_type=LLMCallType.LLM_CALL,
-                                                from_task=from_task, from_agent=from_agent,
-                                                messages=formatted, usage=usage)
-                return content
+                response = self.respond(formatted)
+                if isinstance(response, str):  # providers run the after-call hooks on text only
+                    response = self._invoke_after_llm_call_hooks(formatted, response, from_agent)
+                call_type = LLMCallType.TOOL_CALL if isinstance(response, list) else LLMCallType.LLM_CALL
+                self._emit_call_completed_event(response=response, call_type=call_type, from_task=from_task,
+                                                from_agent=from_agent, messages=formatted, usage=usage)
+                return response
 
         def supports_function_calling(self) -> bool:
             return False
@@ -78,15 +84,10 @@ def scripted_tool_llm(native: bool) -> Any:
 
 @functools.cache
 def _scripted_tool_llm_class() -> type:
-    from crewai.events.types.llm_events import LLMCallType
-    from crewai.llms.base_llm import BaseLLM, llm_call_context
-
-    class ScriptedToolLLM(BaseLLM):
+    class ScriptedToolLLM(_instant_llm_class()):  # type: ignore[misc]
         native_calls: bool = True
 
-        def _results_so_far(self, messages: Any) -> int:
-            if isinstance(messages, str):
-                return messages.count("Observation:")
+        def _results_so_far(self, messages: list[Any]) -> int:
             if self.native_calls:
                 return sum(1 for m in messages if m.get("role") == "tool")
             # Each answered ReAct step is an assistant message holding its Action (the prompt's
@@ -94,34 +95,15 @@ def _scripted_tool_llm_class() -> type:
             return sum(1 for m in messages
                        if m.get("role") == "assistant" and "Action: add_numbers" in str(m.get("content", "")))
 
-        def call(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
-                 from_task: Any = None, from_agent: Any = None, response_model: Any = None) -> Any:
-            with llm_call_context():
-                self._emit_call_started_event(messages=messages, tools=tools, callbacks=callbacks,
-                                              available_functions=available_functions,
-                                              from_task=from_task, from_agent=from_agent)
-                formatted = self._format_messages(messages)
-                self._invoke_before_llm_call_hooks(formatted, from_agent)
-                usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
-                self._track_token_usage_internal(usage)
-                done = self._results_so_far(formatted)
-                if done >= _TOOL_CALLS:
-                    response: Any = self._invoke_after_llm_call_hooks(formatted, _FINAL_ANSWER, from_agent)
-                    if self.native_calls:
-                        response = "done"
-                elif self.native_calls:
-                    response = [{"id": f"call_{done}", "type": "function",
-                                 "function": {"name": "add_numbers", "arguments": f'{{"a": {done}, "b": 1}}'}}]
-                else:
-                    response = self._invoke_after_llm_call_hooks(
-                        formatted,
-                        f'Thought: I need the sum\nAction: add_numbers\nAction Input: {{"a": {done}, "b": 1}}',
-                        from_agent)
-                self._emit_call_completed_event(
-                    response=response, call_type=LLMCallType.TOOL_CALL if isinstance(response, list)
-                    else LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
-                    messages=formatted, usage=usage)
-                return response
+        def respond(self, messages: list[Any]) -> str | list[dict[str, Any]]:
+            done = self._results_so_far(messages)
+            if done >= _TOOL_CALLS:
+                return "done" if self.native_calls else _FINAL_ANSWER
+            arguments = f'{{"a": {done}, "b": 1}}'
+            if self.native_calls:
+                return [{"id": f"call_{done}", "type": "function",
+                         "function": {"name": "add_numbers", "arguments": arguments}}]
+            return f"Thought: I need the sum\nAction: add_numbers\nAction Input: {arguments}"
 
         def supports_function_calling(self) -> bool:
             return self.native_calls

@@ -114,7 +114,7 @@ impl FlowGraph {
         let trigger = trigger.str()?;
         let triggered = PyList::empty(py);
         // A name with lone surrogates names no compiled event (those refuse to compile).
-        let candidates = trigger.to_str().map_or(self.graph.candidates("\u{0}\u{0}", router_only), |t| self.graph.candidates(t, router_only));
+        let candidates = trigger.to_str().map_or(self.graph.unnamed(router_only), |t| self.graph.candidates(t, router_only));
         for &i in candidates {
             let listener = &self.graph.listeners()[i];
             let name = self.names[i].bind(py);

@@ -129,8 +129,13 @@ impl FlowGraph {
     pub fn candidates(&self, trigger: &str, routers: bool) -> &[usize] {
         match self.events.numbers.get(trigger) {
             Some(&event) => &self.by_event[event][routers as usize],
-            None => &self.unnamed[routers as usize],
+            None => self.unnamed(routers),
         }
+    }
+
+    /// What a trigger naming no compiled event may fire: the listeners no event satisfies.
+    pub fn unnamed(&self, routers: bool) -> &[usize] {
+        &self.unnamed[routers as usize]
     }
 }
 
@@ -138,6 +143,30 @@ impl FlowGraph {
 mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
+
+    /// One listener's turn on a trigger, as upstream's walk and the binding both take it.
+    fn visit(
+        graph: &FlowGraph,
+        i: usize,
+        trigger: usize,
+        pending: &mut HashMap<usize, HashSet<usize>>,
+        fired: &mut HashSet<usize>,
+        out: &mut Vec<usize>,
+    ) {
+        let l = &graph.listeners[i];
+        if l.fires_once && fired.contains(&i) {
+            return;
+        }
+        let seen = pending.entry(i).or_default();
+        seen.insert(trigger);
+        if l.condition.satisfied(&mut |e| seen.contains(&e)) {
+            pending.remove(&i);
+            out.push(i);
+            if l.fires_once {
+                fired.insert(i);
+            }
+        }
+    }
 
     /// Upstream's algorithm, as written in `Flow._find_triggered_methods`:
     /// every listener of the kind sees every trigger.
@@ -149,24 +178,13 @@ mod tests {
         fired: &mut HashSet<usize>,
     ) -> Vec<usize> {
         let mut out = Vec::new();
-        for (i, l) in graph.listeners.iter().enumerate() {
-            if l.is_router != routers || (l.fires_once && fired.contains(&i)) {
-                continue;
-            }
-            let seen = pending.entry(i).or_default();
-            seen.insert(trigger);
-            if l.condition.satisfied(&mut |e| seen.contains(&e)) {
-                pending.remove(&i);
-                out.push(i);
-                if l.fires_once {
-                    fired.insert(i);
-                }
-            }
+        for i in (0..graph.listeners.len()).filter(|&i| graph.listeners[i].is_router == routers) {
+            visit(graph, i, trigger, pending, fired, &mut out);
         }
         out
     }
 
-    /// The indexed walk the binding does.
+    /// The indexed walk the binding does: only the candidates of the trigger.
     fn indexed(
         graph: &FlowGraph,
         trigger: usize,
@@ -176,19 +194,7 @@ mod tests {
     ) -> Vec<usize> {
         let mut out = Vec::new();
         for &i in graph.candidates(&graph.events.names[trigger], routers) {
-            let l = &graph.listeners[i];
-            if l.fires_once && fired.contains(&i) {
-                continue;
-            }
-            let seen = pending.entry(i).or_default();
-            seen.insert(trigger);
-            if l.condition.satisfied(&mut |e| seen.contains(&e)) {
-                pending.remove(&i);
-                out.push(i);
-                if l.fires_once {
-                    fired.insert(i);
-                }
-            }
+            visit(graph, i, trigger, pending, fired, &mut out);
         }
         out
     }
