@@ -69,6 +69,7 @@ import contextvars
 import functools
 import importlib.metadata
 import os
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -242,9 +243,7 @@ class _FlowThread:
     MAX_IDLE = 4
 
     def __init__(self) -> None:
-        import queue
-
-        self._work: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = (
+        self._work: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
             queue.SimpleQueue()
         )
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -260,10 +259,7 @@ class _FlowThread:
 
     def _serve(self) -> None:
         while True:
-            item = self._work.get()
-            if item is None:
-                return
-            call, future = item
+            call, future = self._work.get()
             try:
                 result = call()
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, as a future does
