@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import importlib.metadata
@@ -72,19 +73,47 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ClassVar, TypeVar
 
 from crewai_rust._backend import decider, load_native
 
 __all__ = [
-    "fast_private_attributes", "file_store_call_is_noop", "find_triggered_methods", "flow_runner",
-    "package_version", "state_class_with_id", "to_thread",
+    "PARTS", "fast_private_attributes", "file_store_call_is_noop", "find_triggered_methods", "flow_runner",
+    "only_parts", "package_version", "state_class_with_id", "to_thread",
 ]
 
 T = TypeVar("T")
 
 _on_rust = decider("tasks")
+
+# The component's parts, by the hook that runs each. The first is the Rust
+# core; the flow thread is the fork's Python; the other four are fixes upstream
+# could take as they are. Only :func:`only_parts` switches them one by one.
+PARTS = ("dispatch_index", "flow_thread", "private_attributes", "state_class", "package_version", "file_store")
+_parts_off: frozenset[str] = frozenset()
+
+
+@contextlib.contextmanager
+def only_parts(*names: str) -> Iterator[None]:
+    """Run the block with only the named parts of the component on (the others
+    run upstream's code): for measuring what each part gains, as
+    ``python -m crewai_rust bench tasks.parts`` does. Process-wide and not
+    meant for concurrent use; the component itself must still be on."""
+    global _parts_off
+    unknown = set(names) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown tasks parts {sorted(unknown)}; the parts are {', '.join(PARTS)}")
+    saved = _parts_off
+    _parts_off = frozenset(PARTS) - set(names)
+    try:
+        yield
+    finally:
+        _parts_off = saved
+
+
+def _part_on(name: str) -> bool:
+    return _on_rust() and name not in _parts_off
 # id(definition) -> (weak reference to it, its graph or None when upstream's walk must read it).
 _graphs: dict[int, tuple[weakref.ref[Any], Any]] = {}
 
@@ -123,7 +152,7 @@ def find_triggered_methods(flow: Any, trigger_method: str, router_only: bool) ->
     """``flow._find_triggered_methods(trigger_method, router_only)`` on the
     native graph, or None when the tasks component is off or the flow's graph
     is not native (the caller then runs upstream's walk)."""
-    if not _on_rust():
+    if not _part_on("dispatch_index"):
         return None
     private = flow.__pydantic_private__
     try:
@@ -219,7 +248,7 @@ async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     loop's wake-up pipe; otherwise ``asyncio.to_thread`` itself."""
     loop = asyncio.get_running_loop()
     executor = getattr(loop, "_default_executor", None)
-    if type(executor) is _InlineWhenAlone and _on_rust() and executor._alone():
+    if type(executor) is _InlineWhenAlone and _part_on("flow_thread") and executor._alone():
         if executor.interrupted:
             raise asyncio.CancelledError
         result = executor.run_here(contextvars.copy_context().run, func, *args, **kwargs)
@@ -334,7 +363,7 @@ def flow_runner() -> Callable[[Coroutine[Any, Any, T]], T] | None:
     """What ``Flow.kickoff`` runs its coroutine with instead of ``asyncio.run``, or
     None (upstream's ``asyncio.run``) when the tasks component is off or this
     Python has no ``asyncio.Runner`` (3.10)."""
-    if not _on_rust() or not hasattr(asyncio, "Runner"):
+    if not _part_on("flow_thread") or not hasattr(asyncio, "Runner"):
         return None
     return _run_on_flow_thread
 
@@ -351,7 +380,7 @@ def file_store_call_is_noop(coro: Coroutine[Any, Any, Any], store: Any) -> bool:
     None and change nothing, because ``store`` is aiocache's in-memory cache
     without entries or plugins; the caller then closes it instead of running
     an event loop for it. False whenever the tasks component is off."""
-    if not _on_rust() or store is None:
+    if not _part_on("file_store") or store is None:
         return False
     if getattr(coro, "cr_code", None) is None or coro.cr_code.co_name not in _FILE_STORE_NOOP_WHEN_EMPTY:
         return False
@@ -378,7 +407,7 @@ class _PrivateAttributeReader:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:  # on the class: the ModelPrivateAttr, as pydantic's metaclass answers
             return (owner or type(obj)).__private_attributes__[self.name]  # type: ignore[union-attr]
-        if _on_rust():
+        if _on_rust() and "private_attributes" not in _parts_off:
             private = obj.__pydantic_private__
             if private is not None and self.name in private:
                 return private[self.name]
@@ -412,7 +441,7 @@ def package_version(distribution_name: str) -> str | None:
     (packages are not upgraded under a running crew); None when the tasks
     component is off. A missing distribution raises each time, as upstream's
     call does."""
-    if not _on_rust():
+    if not _part_on("package_version"):
         return None
     return _installed_version(distribution_name)
 
@@ -425,7 +454,7 @@ def state_class_with_id(flow_state: type, state_type: type) -> type | None:
     """The ``StateWithId(flow_state, state_type)`` class ``Flow._create_initial_state``
     defines, made once per ``state_type`` and reused; None when the tasks component
     is off (the runtime then defines one per instance, as upstream does)."""
-    if not _on_rust():
+    if not _part_on("state_class"):
         return None
     with _state_classes_lock:
         cached = _state_classes.get(state_type)

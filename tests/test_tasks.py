@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import json
 import multiprocessing
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -427,6 +431,59 @@ def test_a_forked_child_gets_flow_threads_of_its_own() -> None:
     finally:
         if child.exitcode is None:
             child.kill()
+
+
+def test_only_parts_switches_single_parts_and_names_unknown_ones() -> None:
+    from crewai_rust import tasks
+
+    flow = _chain(3)()
+    with every_component_forced("rust"):
+        with tasks.only_parts("dispatch_index"):
+            assert tasks.flow_runner() is None
+            assert tasks.find_triggered_methods(flow, "s0", False) == ["s1"]
+        with tasks.only_parts("flow_thread"):
+            assert tasks.flow_runner() is not None
+            assert tasks.find_triggered_methods(flow, "s0", False) is None
+        assert tasks.flow_runner() is not None
+        with pytest.raises(ValueError, match="unknown tasks parts \\['index'\\]"), tasks.only_parts("index"):
+            pass
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+RESUMABLE_FLOW = Path(__file__).with_name("resumable_flow.py")
+
+
+def _run_resumable(db: Path, backend: str, state_id: str | None = None) -> dict[str, Any]:
+    """One process running ``resumable_flow.py``: what it ran and the state it ended with."""
+    args = [sys.executable, "-P", str(RESUMABLE_FLOW), str(db), backend, *([state_id] if state_id else [])]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("first", "second"), [(a, b) for a in BACKENDS for b in BACKENDS])
+def test_a_flow_that_failed_resumes_from_persistence_in_a_new_process(tmp_path: Path, first: str,
+                                                                     second: str) -> None:
+    """A persisted flow fails in one process and is resumed by its state id in
+    another, each on either backend: what each run does, and the state saved,
+    are upstream's whichever backend wrote or reads it."""
+    db = tmp_path / "flows.db"
+    failed = _run_resumable(db, first)
+    assert failed["ran"] == ["begin", "fetch", "decide"]
+    assert failed["error"] == "the first run fails after fetch"
+    assert failed["state"]["done"] == ["begin", "fetch"]
+    assert failed["state"]["runs"] == 1
+
+    resumed = _run_resumable(db, second, failed["state"]["id"])
+    assert resumed["error"] is None
+    assert resumed["ran"] == ["begin", "fetch", "decide", "finish"]
+    assert resumed["state"] == {"id": failed["state"]["id"], "done": ["begin", "fetch", "finish"], "runs": 2}
+
+    from crewai.flow.persistence.sqlite import SQLiteFlowPersistence
+
+    assert SQLiteFlowPersistence(str(db)).load_state(failed["state"]["id"]) == resumed["state"]
 
 
 # --------------------------------------------------------------------------- private attributes, file store

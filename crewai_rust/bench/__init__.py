@@ -167,7 +167,7 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
         return 2
     rounds = rounds or (5 if quick else 15)
     results: list[dict[str, Any]] = []
-    header = (f"{'workload':<26} {'case':<16} {'upstream median (min-max)':<30} {'rust median (min-max)':<30} "
+    header = (f"{'workload':<26} {'case':<28} {'upstream median (min-max)':<30} {'rust median (min-max)':<30} "
               f"{'speedup':>8}  {'anchor (orjson)':<14}")
     lines = [header, "-" * len(header)]
     for index, wl in enumerate(selected, 1):
@@ -189,7 +189,7 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
             up_cell = _cell(up) if up else f"n/a: {case.upstream_unavailable}"
             ratio_cell = f"{ratio:>7.1f}x" if ratio is not None else f"{'-':>8}"
             anchor_cell = _format_seconds(anchor.median) if anchor else "-"
-            lines.append(f"{wl.name:<26} {case.label:<16} {up_cell:<30} {_cell(rs):<30} {ratio_cell}  {anchor_cell:<14}")
+            lines.append(f"{wl.name:<26} {case.label:<28} {up_cell:<30} {_cell(rs):<30} {ratio_cell}  {anchor_cell:<14}")
     print("\n".join(lines))
     if json_path:
         with open(json_path, "w") as fh:

@@ -8,6 +8,9 @@
 * tools.call_native / tools.call_react: one task whose agent makes 30 tool
   calls (native function calling, or ReAct text) before answering, per tool
   call (the task's own cost is spread over the 30 calls on both sides).
+* tasks.parts: the first three with only some of the component's parts on
+  (the fixes upstream could take, the native index, the flow thread), for
+  the share each part has in the gain.
 
 The upstream side runs every component on upstream's code (what users of
 crewai 1.15.30 run), the Rust side every component on the fork's. The LLM is
@@ -299,3 +302,46 @@ def call_native_cases(quick: bool) -> Iterator[Case]:
                       "component on upstream vs on the fork (the task's own cost spread over 30 calls)")
 def call_react_cases(quick: bool) -> Iterator[Case]:
     yield from _tool_cases(native=False)
+
+
+# Cumulative selections of the component's parts (crewai_rust.tasks.PARTS) for tasks.parts.
+_UPSTREAM_TAKEABLE = ("private_attributes", "state_class", "package_version", "file_store")
+_PART_SELECTIONS = (
+    ("none", ()),
+    ("fixes", _UPSTREAM_TAKEABLE),
+    ("index", ("dispatch_index",)),
+    ("fixes+index", (*_UPSTREAM_TAKEABLE, "dispatch_index")),
+    ("all", (*_UPSTREAM_TAKEABLE, "dispatch_index", "flow_thread")),
+)
+
+
+def _with_parts(parts: tuple[str, ...], run: Callable[[], Any]) -> Callable[[], Any]:
+    from crewai_rust.tasks import only_parts
+
+    def call() -> Any:
+        with only_parts(*parts):
+            return run()
+
+    return call
+
+
+@workload("tasks.parts", component="tasks",
+          description="What each part of the tasks component gains: upstream vs the fork with only some parts "
+                      "on (the other components on the fork in every case). none = no part; fixes = the four fixes upstream could take as they are (private attributes, one "
+                      "state class, package version once, empty file store); index = the native dispatch "
+                      "index (the Rust core); all = both plus the flow thread (steps without a thread hop)")
+def parts_cases(quick: bool) -> Iterator[Case]:
+    flow_class = dispatch_flow_class(200)
+    shapes: list[tuple[str, Callable[[str], Callable[[], Any]], int]] = [
+        ("crew 50 tasks", lambda backend: _kickoff(50, 1, backend), 50),
+        ("native calls", lambda backend: _tool_task(True, backend), _TOOL_CALLS),
+        ("flow 200 steps", lambda backend: _run_flow(flow_class, backend), 200),
+    ]
+    if quick:
+        shapes = shapes[2:]
+    with quiet_runtime():
+        for shape, make, units in shapes:
+            upstream = make("python")
+            for selection, parts in _PART_SELECTIONS:
+                yield Case(f"{shape}: {selection}", upstream, _with_parts(parts, make("rust")), _same,
+                           cpu_time=True, units_per_call=units)
