@@ -39,6 +39,8 @@ class Case:
     cpu_time: bool = False
     # Units one call does (tasks of a crew, steps of a flow): times are per unit.
     units_per_call: int = 1
+    # What the sides saw besides time (peak threads, say), printed under the row.
+    report: Callable[[], str] | None = None
 
 
 @dataclasses.dataclass
@@ -190,6 +192,10 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
             ratio_cell = f"{ratio:>7.1f}x" if ratio is not None else f"{'-':>8}"
             anchor_cell = _format_seconds(anchor.median) if anchor else "-"
             lines.append(f"{wl.name:<26} {case.label:<28} {up_cell:<30} {_cell(rs):<30} {ratio_cell}  {anchor_cell:<14}")
+            if case.report is not None:
+                note = case.report()
+                results[-1]["report"] = note
+                lines.append(f"{'':<26} {note}")
     print("\n".join(lines))
     if json_path:
         with open(json_path, "w") as fh:

@@ -8,6 +8,9 @@
 * tools.call_native / tools.call_react: one task whose agent makes 30 tool
   calls (native function calling, or ReAct text) before answering, per tool
   call (the task's own cost is spread over the 30 calls on both sides).
+* tasks.async_fanout: a crew of 10 or 100 async tasks (one agent each, an
+  LLM that waits 50 ms without the GIL) and one final sync task, wall time
+  per kickoff; under the row, the most threads each side had at once.
 * tasks.parts: the first three with only some of the component's parts on
   (the fixes upstream could take, the native index, the flow thread), for
   the share each part has in the gain.
@@ -21,6 +24,8 @@ provider's ``call()`` does (call events, hooks, token tracking).
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -345,3 +350,71 @@ def parts_cases(quick: bool) -> Iterator[Case]:
             for selection, parts in _PART_SELECTIONS:
                 yield Case(f"{shape}: {selection}", upstream, _with_parts(parts, make("rust")), _same,
                            cpu_time=True, units_per_call=units)
+
+
+_FANOUT_WAIT = 0.05
+
+
+@functools.cache
+def _waiting_llm_class() -> type:
+    class WaitingLLM(_instant_llm_class()):  # type: ignore[misc]
+        def respond(self, messages: list[Any]) -> str | list[dict[str, Any]]:
+            _threads_seen.append(_os_threads())
+            time.sleep(_FANOUT_WAIT)  # a provider's network wait: the GIL is released
+            return self.answer
+
+    return WaitingLLM
+
+
+_threads_seen: list[int] = []
+
+
+def _os_threads() -> int:
+    """The process's OS threads now (Python's and native ones alike)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    except (OSError, StopIteration):
+        return threading.active_count()
+
+
+def _fanout(tasks: int, backend: str, peaks: list[int]) -> Callable[[], Any]:
+    def run() -> Any:
+        from crewai import Agent, Crew, Task
+
+        llm = _waiting_llm_class()(model="waiting")
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            agents = [Agent(role=f"role {i}", goal="g", backstory="b", llm=llm, verbose=False) for i in range(tasks)]
+            work = [Task(description=f"async {i}", expected_output="x", agent=agents[i], async_execution=True)
+                    for i in range(tasks)]
+            work.append(Task(description="final", expected_output="x", agent=agents[0]))
+            _threads_seen.clear()
+            output = Crew(agents=agents, tasks=work, verbose=False).kickoff()
+            peaks.append(max(_threads_seen))
+        return [t.raw for t in output.tasks_output]
+
+    return run
+
+
+@workload("tasks.async_fanout", component="tasks",
+          description="Crew.kickoff() of N async tasks (one agent each; the LLM waits 50 ms without the GIL) "
+                      "and a final sync task: wall time per kickoff, every component on upstream vs on the "
+                      "fork; under the row the most OS threads each side had at once")
+def async_fanout_cases(quick: bool) -> Iterator[Case]:
+    from crewai_rust.tasks import default_max_concurrency
+
+    bound = default_max_concurrency()
+    with quiet_runtime():
+        for tasks in ((10,) if quick else (10, 100)):
+            upstream_peaks: list[int] = []
+            fork_peaks: list[int] = []
+            waves = -(-tasks // bound)
+            ideal = (waves + 1) * _FANOUT_WAIT  # the async waves, then the final task
+
+            def report(tasks: int = tasks, up: list[int] = upstream_peaks, fork: list[int] = fork_peaks,
+                       ideal: float = ideal) -> str:
+                return (f"{tasks} tasks: LLM waits alone {ideal * 1000:.0f} ms (bound {bound}); most OS threads "
+                        f"upstream {max(up)}, fork {max(fork)}")
+
+            yield Case(f"{tasks} async tasks", _fanout(tasks, "python", upstream_peaks),
+                       _fanout(tasks, "rust", fork_peaks), _same, report=report)

@@ -1,6 +1,7 @@
 //! Bindings of the tasks component: `FlowGraph`, a Flow definition's method
 //! graph compiled once (`crate::tasks::flow_graph`), answering upstream's
-//! `Flow._find_triggered_methods` in one call per trigger.
+//! `Flow._find_triggered_methods` in one call per trigger; `TaskPool`, the
+//! bounded worker threads (`crate::tasks::worker_pool`) that run async tasks.
 //!
 //! A run's bookkeeping stays in the flow's own Python objects, as upstream
 //! keeps it (`_pending_events`: listener -> events seen since it last fired;
@@ -14,8 +15,12 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyString};
 
-use super::errors::guarded;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::errors::{guarded, timeout_seconds, RustPanicError};
 use crate::tasks::flow_graph::{Condition, Events, FlowGraph as Graph, Listener};
+use crate::tasks::worker_pool::{Runner, SubmitError, WorkerPool};
 
 create_exception!(
     _native,
@@ -159,8 +164,120 @@ impl FlowGraph {
     }
 }
 
+/// Runs a pooled job: a Python callable called with no argument, the GIL
+/// taken for the call only. The callable owns its outcome (the Python side
+/// resolves a future whatever it raises); what still escapes is reported as
+/// an unraisable exception, as a thread's uncaught exception would be.
+struct CallPython;
+
+impl Runner<Py<PyAny>> for CallPython {
+    fn run(&self, job: Py<PyAny>) {
+        Python::attach(|py| {
+            let job = job.into_bound(py);
+            if let Err(err) = job.call0() {
+                err.write_unraisable(py, Some(&job));
+            }
+        })
+    }
+
+    fn on_panic(&self, message: String) {
+        Python::attach(|py| {
+            RustPanicError::new_err(format!("Rust panic in crewai_rust's task pool: {message}")).write_unraisable(py, None)
+        })
+    }
+}
+
+/// Statistics of a `TaskPool`.
+#[pyclass(module = "crewai_rust._native", frozen, get_all)]
+pub struct TaskPoolStats {
+    /// Worker threads alive now.
+    workers: usize,
+    /// The most worker threads alive at once since the pool was made.
+    peak_workers: usize,
+    /// Jobs running now.
+    running: usize,
+    /// Jobs waiting for a worker.
+    queued: usize,
+}
+
+/// Worker threads, created natively, that call queued Python callables: at
+/// most `max_workers` at once (a `nested` job, submitted from a running one,
+/// may start one more), each reused until idle for `idle_seconds`.
+#[pyclass(module = "crewai_rust._native", frozen)]
+pub struct TaskPool {
+    pool: WorkerPool<Py<PyAny>>,
+}
+
+#[pymethods]
+impl TaskPool {
+    #[new]
+    #[pyo3(signature = (max_workers, *, stack_size = 8 * 1024 * 1024, idle_seconds = 60.0, name = "crewai-task"))]
+    fn new(max_workers: usize, stack_size: usize, idle_seconds: f64, name: &str) -> PyResult<Self> {
+        if max_workers == 0 {
+            return Err(PyValueError::new_err("max_workers must be at least 1"));
+        }
+        if stack_size < 64 * 1024 {
+            return Err(PyValueError::new_err(format!("stack_size must be at least 65536 bytes, not {stack_size}")));
+        }
+        let idle = timeout_seconds("idle_seconds", idle_seconds)?;
+        Ok(TaskPool { pool: WorkerPool::new(max_workers, stack_size, idle, name, Arc::new(CallPython)) })
+    }
+
+    #[getter]
+    fn max_workers(&self) -> usize {
+        self.pool.max_workers()
+    }
+
+    /// Queue `job` (called with no argument on a worker thread). `RuntimeError`
+    /// when the pool is shut down or no worker thread could be started.
+    #[pyo3(signature = (job, *, nested = false))]
+    fn submit(&self, job: Bound<'_, PyAny>, nested: bool) -> PyResult<()> {
+        if !job.is_callable() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "a pooled job must be callable, not {}",
+                job.get_type().name()?
+            )));
+        }
+        guarded(|| match self.pool.submit(job.unbind(), nested) {
+            Ok(()) => Ok(()),
+            Err((_, SubmitError::Closed)) => {
+                Err(pyo3::exceptions::PyRuntimeError::new_err("cannot schedule new tasks after shutdown"))
+            }
+            Err((_, SubmitError::Spawn(why))) => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "could not start a task worker thread: {why}"
+            ))),
+        })
+    }
+
+    /// Refuse new jobs; return the queued ones (never started). Running jobs finish.
+    fn shutdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let queued = py.detach(|| self.pool.close());
+        PyList::new(py, queued)
+    }
+
+    /// Wait, without the GIL, until no job runs or waits; at most `timeout`
+    /// seconds (None: no limit). True when the pool is idle.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_idle(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let limit: Option<Duration> = timeout.map(|t| timeout_seconds("timeout", t)).transpose()?;
+        Ok(py.detach(|| self.pool.wait_idle(limit)))
+    }
+
+    fn stats(&self) -> TaskPoolStats {
+        let s = self.pool.stats();
+        TaskPoolStats { workers: s.workers, peak_workers: s.peak_workers, running: s.running, queued: s.queued }
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.pool.stats();
+        format!("TaskPool(max_workers={}, workers={}, running={}, queued={})", self.pool.max_workers(), s.workers, s.running, s.queued)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UnsupportedFlowGraph", m.py().get_type::<UnsupportedFlowGraph>())?;
     m.add_class::<FlowGraph>()?;
+    m.add_class::<TaskPool>()?;
+    m.add_class::<TaskPoolStats>()?;
     Ok(())
 }

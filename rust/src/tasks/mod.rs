@@ -2,3 +2,4 @@
 //! core of its Flow runtime (the agent executor that runs every task is a Flow).
 
 pub mod flow_graph;
+pub mod worker_pool;
