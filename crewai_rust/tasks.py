@@ -79,7 +79,7 @@ from typing import Any, ClassVar, TypeVar
 from crewai_rust._backend import decider, load_native
 
 __all__ = [
-    "PARTS", "RustTaskExecutor", "default_max_concurrency", "default_task_executor", "execute_concurrent_tasks",
+    "PARTS", "Cancellation", "RustTaskExecutor", "deadline_executor", "default_max_concurrency", "default_task_executor", "execute_concurrent_tasks",
     "executor_per_execution", "fast_private_attributes", "file_store_call_is_noop", "find_triggered_methods",
     "flow_runner", "needs_own_executor", "only_parts", "package_version", "pooled_kickoff", "state_class_with_id",
     "submit_task_execution", "to_thread", "with_own_executors",
@@ -309,15 +309,16 @@ class _FlowThread:
             if not keep:
                 return
 
-    def run(self, main: Coroutine[Any, Any, T]) -> T:
+    def run(self, main: Coroutine[Any, Any, T], cancellation: Cancellation | None = None) -> T:
         """Run ``main`` on this thread's new event loop, in a copy of the caller's
         context (``asyncio.run`` copies it too); wait for it here. An interrupt
         while waiting cancels the flow, waits for it to wind down and raises
         KeyboardInterrupt, as ``asyncio.run`` does on Ctrl-C; a second one
-        raises at once."""
+        raises at once. ``cancellation`` (the pooled call's that kicked it off)
+        stops the flow before its next step."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         context = contextvars.copy_context()
-        self._work.put((lambda: context.run(self._run_loop, main), future))
+        self._work.put((lambda: context.run(self._run_loop, main, cancellation), future))
         try:
             return future.result()
         except KeyboardInterrupt:
@@ -325,22 +326,37 @@ class _FlowThread:
                 raise
             loop = self.loop
             if loop is not None:
-                executor = getattr(loop, "_default_executor", None)
-                if type(executor) is _InlineWhenAlone:
-                    executor.interrupted = True
-                loop.call_soon_threadsafe(_cancel_every_task, loop)
+                _stop_flow_loop(loop)
             try:
                 future.exception()  # wait for the flow to wind down
             finally:
                 raise KeyboardInterrupt from None
 
-    def _run_loop(self, main: Coroutine[Any, Any, T]) -> T:
+    def _run_loop(self, main: Coroutine[Any, Any, T], cancellation: Cancellation | None) -> T:
         with asyncio.Runner() as runner:  # what asyncio.run uses
             loop = runner.get_loop()
             if all(hasattr(loop, name) for name in ("_ready", "_scheduled", "_selector")):  # asyncio's selector loops
                 loop.set_default_executor(_InlineWhenAlone(loop))
             self.loop = loop
-            return runner.run(main)
+            if cancellation is None:
+                return runner.run(main)
+            key = cancellation.add(lambda: _stop_flow_loop(loop))
+            try:
+                return runner.run(main)
+            finally:
+                cancellation.remove(key)
+
+
+def _stop_flow_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Stop a flow's loop (from any thread) before the flow's next step: no
+    further step call starts, and every task on the loop is cancelled."""
+    executor = getattr(loop, "_default_executor", None)
+    if type(executor) is _InlineWhenAlone:
+        executor.interrupted = True
+    try:
+        loop.call_soon_threadsafe(_cancel_every_task, loop)
+    except RuntimeError:  # the loop closed meanwhile: the flow is over
+        pass
 
 
 def _cancel_every_task(loop: asyncio.AbstractEventLoop) -> None:
@@ -358,7 +374,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _run_on_flow_thread(main: Coroutine[Any, Any, T]) -> T:
-    return _FlowThread.take().run(main)
+    return _FlowThread.take().run(main, getattr(_on_pool_thread, "cancellation", None))
 
 
 def flow_runner() -> Callable[[Coroutine[Any, Any, T]], T] | None:
@@ -495,21 +511,76 @@ def default_max_concurrency() -> int:
 _on_pool_thread = threading.local()
 
 
+class Cancellation:
+    """Asks the flows a pooled call runs (an agent executor, say) to stop.
+
+    Python cannot stop a thread, so cancelling is cooperative: every flow the
+    call kicks off on its own thread stops before its next step (the running
+    step, an LLM call say, finishes first), its kickoff raising
+    ``asyncio.CancelledError``; flows it starts later stop before their first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._stops: dict[int, Callable[[], None]] = {}
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def add(self, stop: Callable[[], None]) -> int:
+        """Call ``stop`` on :meth:`cancel` (at once if cancelled already); a key for :meth:`remove`."""
+        with self._lock:
+            key = id(stop)
+            if not self._cancelled:
+                self._stops[key] = stop
+                return key
+        stop()
+        return key
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._stops.pop(key, None)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            stops = list(self._stops.values())
+            self._stops.clear()
+        for stop in stops:  # outside the lock: a stop may take other locks
+            stop()
+
+
+class _CancellableFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A pooled call's future whose ``cancel()`` also cancels a call already running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancellation = Cancellation()
+
+    def cancel(self) -> bool:
+        self.cancellation.cancel()
+        return super().cancel()
+
+
 class _PooledCall:
     """One submitted call: run on a pool thread in the submitter's context, its
     outcome (whatever it raises, ``BaseException`` included) set on its future."""
 
     __slots__ = ("args", "context", "fn", "future", "kwargs")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 cancellable: bool = False) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.context = contextvars.copy_context()
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.future: concurrent.futures.Future[Any] = _CancellableFuture() if cancellable else concurrent.futures.Future()
 
     def __call__(self) -> None:
         if not self.future.set_running_or_notify_cancel():
             return
         _on_pool_thread.active = True
+        _on_pool_thread.cancellation = getattr(self.future, "cancellation", None)
         try:
             result = self.context.run(self.fn, *self.args, **self.kwargs)
         except BaseException as exc:  # noqa: BLE001 - the future carries every outcome; nothing is left unresolved
@@ -518,6 +589,7 @@ class _PooledCall:
             self.future.set_result(result)
         finally:
             _on_pool_thread.active = False
+            _on_pool_thread.cancellation = None
             self.fn = self.args = self.kwargs = self.context = None  # type: ignore[assignment]
 
     def cancel(self) -> None:
@@ -575,7 +647,15 @@ class RustTaskExecutor:
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         """Run ``fn(*args, **kwargs)`` on the pool; its future."""
-        call = _PooledCall(fn, args, kwargs)
+        return self._submit(_PooledCall(fn, args, kwargs))
+
+    def submit_cancellable(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        """:meth:`submit`, with a future whose ``cancel()`` also stops the call
+        when it already runs, through its :class:`Cancellation`: the flows it
+        kicked off stop before their next step."""
+        return self._submit(_PooledCall(fn, args, kwargs, cancellable=True))
+
+    def _submit(self, call: _PooledCall) -> concurrent.futures.Future[Any]:
         self._current_pool().submit(call, nested=getattr(_on_pool_thread, "active", False))
         return call.future
 
@@ -757,3 +837,30 @@ def pooled_kickoff(kickoff: Callable[..., T], *args: Any) -> asyncio.Future[T] |
     if not _on_rust():
         return None
     return asyncio.wrap_future(default_task_executor().submit(kickoff, *args))
+
+
+class _DeadlineExecutor:
+    """What ``Agent._execute_with_timeout`` runs an execution with on the fork,
+    in place of a new ``ThreadPoolExecutor``: the execution runs on the shared
+    pool, ``future.cancel()`` after the deadline stops it before its next step,
+    and leaving the ``with`` block does not wait for it. Upstream's block waits
+    for the timed-out execution to end (its LLM call, its further steps)
+    before the ``TimeoutError`` it raised reaches the caller."""
+
+    def __enter__(self) -> _DeadlineExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        return default_task_executor().submit_cancellable(fn, *args, **kwargs)
+
+
+def deadline_executor() -> Any:
+    """The executor ``Agent._execute_with_timeout`` runs an execution with:
+    :class:`_DeadlineExecutor` with the tasks component on, else a new
+    ``concurrent.futures.ThreadPoolExecutor`` as upstream makes."""
+    if not _on_rust():
+        return concurrent.futures.ThreadPoolExecutor()
+    return _DeadlineExecutor()

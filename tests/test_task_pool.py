@@ -331,3 +331,98 @@ def test_cancelling_akickoff_from_its_caller_ends_it() -> None:
 
     with every_component_forced("rust"), pytest.raises(TimeoutError):
         asyncio.run(caller())
+
+
+@WATCHDOG
+@pytest.mark.parametrize("async_execution", [False, True])
+def test_a_task_past_max_execution_time_is_reported_at_the_deadline_and_stops(async_execution: bool) -> None:
+    """Upstream raises its TimeoutError only once the timed-out execution has
+    ended (its ThreadPoolExecutor block waits for it). On the fork it comes at
+    the deadline, while the LLM call is still running here, and the execution
+    stops before its next step: the tool the LLM asked for never runs."""
+    from crewai import Agent, Crew, Task
+    from crewai.tools import BaseTool
+
+    from crewai_rust.bench.tasks import _instant_llm_class
+
+    release = threading.Event()
+    llm_calls: list[int] = []
+    tool_runs: list[int] = []
+
+    class BlockedLLM(_instant_llm_class()):  # type: ignore[misc]
+        def respond(self, messages: list[Any]) -> Any:
+            llm_calls.append(1)
+            release.wait(60)
+            return 'Thought: add\nAction: add_numbers\nAction Input: {"a": 1, "b": 2}'
+
+    class AddNumbers(BaseTool):
+        name: str = "add_numbers"
+        description: str = "Adds two integers."
+
+        def _run(self, a: int, b: int) -> str:
+            tool_runs.append(1)
+            return str(a + b)
+
+    agent = Agent(role="r", goal="g", backstory="b", llm=BlockedLLM(model="blocked"), tools=[AddNumbers()],
+                  verbose=False, max_execution_time=1, max_retry_limit=0)
+    work = [Task(description="timed", expected_output="x", agent=agent, async_execution=async_execution),
+            Task(description="final", expected_output="x", agent=agent)]
+    try:
+        with every_component_forced("rust"), pytest.raises(TimeoutError, match="Task 'timed' execution timed out "
+                                                                                "after 1 seconds"):
+            Crew(agents=[agent], tasks=work, verbose=False).kickoff()
+        assert not release.is_set()  # reported while the LLM call still ran
+    finally:
+        release.set()
+    assert tasks.default_task_executor()._current_pool().wait_idle(60)
+    assert llm_calls == [1]
+    assert tool_runs == []
+
+
+def _os_threads() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+@WATCHDOG
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts OS threads through /proc")
+@pytest.mark.parametrize("backend", ["python", "rust"])
+def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    """Upstream starts a thread per async task (all 100 wait at once here); the
+    fork's threads stay bounded by the pool (8 here), the flow threads of the
+    executors it runs and crewai's own few."""
+    from crewai import Agent, Crew, Task
+
+    from crewai_rust.bench.tasks import _instant_llm_class
+
+    seen: list[int] = []
+    all_started = threading.Event()
+
+    class CountingLLM(_instant_llm_class()):  # type: ignore[misc]
+        def respond(self, messages: list[Any]) -> Any:
+            seen.append(_os_threads())
+            if len(seen) >= 100:
+                all_started.set()
+            if "async" in str(messages):
+                all_started.wait(0.05)  # upstream's 100 threads all wait here together
+            return self.answer
+
+    bounded = tasks.RustTaskExecutor(max_concurrency=8)
+    monkeypatch.setattr(tasks, "_default_executor", bounded)
+    llm = CountingLLM(model="counting")
+    agents = [Agent(role=f"role {i}", goal="g", backstory="b", llm=llm, verbose=False) for i in range(100)]
+    work = [Task(description=f"async {i}", expected_output="x", agent=agents[i], async_execution=True)
+            for i in range(100)]
+    work.append(Task(description="final", expected_output="x", agent=agents[0]))
+    before = _os_threads()
+    try:
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            output = Crew(agents=agents, tasks=work, verbose=False).kickoff()
+        assert len(output.tasks_output) == 101
+        if backend == "python":
+            assert max(seen) - before >= 100
+        else:
+            assert bounded.stats().peak_workers <= 8
+            assert max(seen) - before < 50
+    finally:
+        bounded.shutdown()
