@@ -74,9 +74,12 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from crewai_rust._backend import decider, load_native
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "PARTS", "Cancellation", "RustTaskExecutor", "deadline_executor", "default_max_concurrency", "default_task_executor", "execute_concurrent_tasks",
@@ -847,7 +850,7 @@ class _DeadlineExecutor:
     for the timed-out execution to end (its LLM call, its further steps)
     before the ``TimeoutError`` it raised reaches the caller."""
 
-    def __enter__(self) -> _DeadlineExecutor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
