@@ -758,16 +758,52 @@ def submit_task_execution(task: Any, agent: Any, context: str | None, tools: Any
 def _execute_task(task: Any, agent: Any, context: str | None, tools: Any) -> Any:
     import datetime
 
-    _own_executors.set({})
-    task.start_time = datetime.datetime.now()
-    return task._execute_core(agent, context, tools)
+    own = _OwnExecutors()
+    _own_executors.set(own)
+    try:
+        task.start_time = datetime.datetime.now()
+        return task._execute_core(agent, context, tools)
+    finally:
+        own.release()
 
 
 # --------------------------------------------------------------------------- one agent, several tasks at once
 
-# Set (to a dict: id(agent) -> that agent's executor in this execution) in the
-# context of each async task the fork runs; unset everywhere else.
-_own_executors: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
+class _OwnExecutors(dict):  # type: ignore[type-arg]
+    """id(agent) -> the agent's executor in one async task. The first async task
+    of an agent to need one claims the agent's own executor when no other
+    holds it (upstream's executor, repointed as upstream does); the others
+    make executors of their own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed: list[int] = []
+
+    def claim_shared(self, agent: Any) -> bool:
+        shared = agent.__dict__.get("agent_executor")
+        if shared is None or getattr(shared, "_is_executing", False):
+            return False
+        key = id(agent)
+        with _claims_lock:
+            if key in _claimed_agents:
+                return False
+            _claimed_agents.add(key)
+        self.claimed.append(key)
+        self[key] = shared
+        return True
+
+    def release(self) -> None:
+        with _claims_lock:
+            _claimed_agents.difference_update(self.claimed)
+        self.claimed.clear()
+
+
+# Agents (by id) whose own executor an async task holds now.
+_claimed_agents: set[int] = set()
+_claims_lock = threading.Lock()
+
+# Set in the context of each async task the fork runs; unset everywhere else.
+_own_executors: contextvars.ContextVar[_OwnExecutors | None] = contextvars.ContextVar(
     "crewai_rust_own_executors", default=None)
 
 
@@ -778,8 +814,9 @@ class _ExecutorOfThisExecution(property):
     (``create_agent_executor``), so two async tasks of one agent share it and
     the second fails with "Executor is already running" (crewAI #7332). Inside
     an async task the fork runs, the agent's executor is the one this
-    execution made (until it makes one, the agent's own); everywhere else it
-    is the agent's own, stored where pydantic keeps the field. A ``property``
+    execution claimed (the agent's own, when no other async task holds it) or
+    made; until then, and everywhere else, the agent's own, stored where
+    pydantic keeps the field. A ``property``
     subclass, so pydantic's ``__setattr__`` hands assignments to it.
     """
 
@@ -811,16 +848,21 @@ def executor_per_execution(agent_class: type) -> None:
 
 
 def needs_own_executor(agent: Any) -> bool:
-    """True inside an async task the fork runs, until the execution has made
-    ``agent`` an executor of its own: ``create_agent_executor`` then makes one
-    instead of repointing the agent's shared one."""
+    """True inside an async task the fork runs that has no executor of
+    ``agent`` yet and cannot claim the agent's own (another async task holds
+    it): ``create_agent_executor`` then makes one instead of repointing the
+    agent's."""
     own = _own_executors.get()
-    return own is not None and own.get(id(agent)) is None
+    return own is not None and own.get(id(agent)) is None and not own.claim_shared(agent)
 
 
 async def _with_own_executors(coro: Coroutine[Any, Any, T]) -> T:
-    _own_executors.set({})
-    return await coro
+    own = _OwnExecutors()
+    _own_executors.set(own)
+    try:
+        return await coro
+    finally:
+        own.release()
 
 
 def with_own_executors(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
