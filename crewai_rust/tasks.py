@@ -274,7 +274,11 @@ class _FlowThread:
 
     _idle: ClassVar[list[_FlowThread]] = []
     _idle_lock = threading.Lock()
-    MAX_IDLE = 4
+    # As many idle as flows may run at once (a task pool's worth): making a
+    # thread per flow costs an async task about a millisecond. An idle one ends
+    # after IDLE_SECONDS.
+    MAX_IDLE = 64
+    IDLE_SECONDS = 60.0
 
     def __init__(self) -> None:
         self._work: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
@@ -293,7 +297,14 @@ class _FlowThread:
 
     def _serve(self) -> None:
         while True:
-            call, future = self._work.get()
+            try:
+                call, future = self._work.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._idle_lock:
+                    if self not in self._idle:  # taken meanwhile: its work is on the way
+                        continue
+                    self._idle.remove(self)
+                return
             try:
                 result = call()
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, as a future does

@@ -449,6 +449,25 @@ def test_only_parts_switches_single_parts_and_names_unknown_ones() -> None:
             pass
 
 
+def test_an_idle_flow_thread_ends_after_its_idle_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from crewai_rust.tasks import _FlowThread
+
+    monkeypatch.setattr(_FlowThread, "IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(_FlowThread, "_idle", [])
+    with every_component_forced("rust"):
+        assert _chain(3)().kickoff() == 2
+    idle = list(_FlowThread._idle)
+    assert len(idle) == 1
+    deadline = time.monotonic() + 30
+    while _FlowThread._idle or idle[0]._thread.is_alive():
+        assert time.monotonic() < deadline, "the idle flow thread never ended"
+        time.sleep(0.01)
+    with every_component_forced("rust"):  # a new one is made when needed
+        assert _chain(3)().kickoff() == 2
+
+
 # --------------------------------------------------------------------------- persistence
 
 
