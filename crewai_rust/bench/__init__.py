@@ -39,8 +39,9 @@ class Case:
     cpu_time: bool = False
     # Units one call does (tasks of a crew, steps of a flow): times are per unit.
     units_per_call: int = 1
-    # What the sides saw besides time (peak threads, say), printed under the row.
-    report: Callable[[], str] | None = None
+    # What the sides saw besides time (peak threads, say), printed under the row;
+    # it receives the upstream and Rust timings.
+    report: Callable[[Timing | None, Timing], str] | None = None
 
 
 @dataclasses.dataclass
@@ -193,7 +194,7 @@ def run(quick: bool = False, json_path: str | None = None, only: list[str] | Non
             anchor_cell = _format_seconds(anchor.median) if anchor else "-"
             lines.append(f"{wl.name:<26} {case.label:<28} {up_cell:<30} {_cell(rs):<30} {ratio_cell}  {anchor_cell:<14}")
             if case.report is not None:
-                note = case.report()
+                note = case.report(up, rs)
                 results[-1]["report"] = note
                 lines.append(f"{'':<26} {note}")
     print("\n".join(lines))

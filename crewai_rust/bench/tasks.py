@@ -378,28 +378,43 @@ def _os_threads() -> int:
         return threading.active_count()
 
 
-def _fanout(tasks: int, backend: str, peaks: list[int]) -> Callable[[], Any]:
+def _fanout(tasks: int, backend: str, peaks: list[int], async_execution: bool = True,
+            llm_class: Callable[[], type] = _waiting_llm_class) -> Callable[[], Any]:
     def run() -> Any:
         from crewai import Agent, Crew, Task
 
-        llm = _waiting_llm_class()(model="waiting")
+        llm = llm_class()(model="waiting")
         with every_component_forced(backend):  # type: ignore[arg-type]
             agents = [Agent(role=f"role {i}", goal="g", backstory="b", llm=llm, verbose=False) for i in range(tasks)]
-            work = [Task(description=f"async {i}", expected_output="x", agent=agents[i], async_execution=True)
-                    for i in range(tasks)]
+            work = [Task(description=f"async {i}", expected_output="x", agent=agents[i],
+                         async_execution=async_execution) for i in range(tasks)]
             work.append(Task(description="final", expected_output="x", agent=agents[0]))
             _threads_seen.clear()
             output = Crew(agents=agents, tasks=work, verbose=False).kickoff()
-            peaks.append(max(_threads_seen))
+            peaks.append(max(_threads_seen, default=0))
         return [t.raw for t in output.tasks_output]
 
     return run
 
 
+def _sequential_cost(tasks: int, backend: str) -> float:
+    """Wall seconds per task of the same crew run sequentially with an instant
+    LLM: the per-task framework cost the fan-out's ideal adds to the waits."""
+    run = _fanout(tasks, backend, [], async_execution=False, llm_class=_instant_llm_class)
+    run()
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return sorted(samples)[1] / (tasks + 1)
+
+
 @workload("tasks.async_fanout", component="tasks",
           description="Crew.kickoff() of N async tasks (one agent each; the LLM waits 50 ms without the GIL) "
                       "and a final sync task: wall time per kickoff, every component on upstream vs on the "
-                      "fork; under the row the most OS threads each side had at once")
+                      "fork. Under the row: each side against its ideal (its waits, in waves of its bound, "
+                      "plus N+1 times its own per-task cost on the sequential path) and the most OS threads")
 def async_fanout_cases(quick: bool) -> Iterator[Case]:
     from crewai_rust.tasks import default_max_concurrency
 
@@ -408,13 +423,17 @@ def async_fanout_cases(quick: bool) -> Iterator[Case]:
         for tasks in ((10,) if quick else (10, 100)):
             upstream_peaks: list[int] = []
             fork_peaks: list[int] = []
-            waves = -(-tasks // bound)
-            ideal = (waves + 1) * _FANOUT_WAIT  # the async waves, then the final task
+            per_task = {backend: _sequential_cost(tasks, backend) for backend in ("python", "rust")}
+            # Upstream runs every async task at once; the fork in waves of its bound. Then the final task.
+            ideal = {"python": 2 * _FANOUT_WAIT + (tasks + 1) * per_task["python"],
+                     "rust": (-(-tasks // bound) + 1) * _FANOUT_WAIT + (tasks + 1) * per_task["rust"]}
 
-            def report(tasks: int = tasks, up: list[int] = upstream_peaks, fork: list[int] = fork_peaks,
-                       ideal: float = ideal) -> str:
-                return (f"{tasks} tasks: LLM waits alone {ideal * 1000:.0f} ms (bound {bound}); most OS threads "
-                        f"upstream {max(up)}, fork {max(fork)}")
+            def report(up: Any, rs: Any, up_peaks: list[int] = upstream_peaks, fork_peaks: list[int] = fork_peaks,
+                       ideal: dict[str, float] = ideal, per_task: dict[str, float] = per_task) -> str:
+                return (f"vs ideal: upstream {up.median / ideal['python']:.2f}x of {ideal['python'] * 1000:.0f} ms "
+                        f"({per_task['python'] * 1000:.1f} ms/task), fork {rs.median / ideal['rust']:.2f}x of "
+                        f"{ideal['rust'] * 1000:.0f} ms ({per_task['rust'] * 1000:.1f} ms/task, bound {bound}); "
+                        f"most OS threads upstream {max(up_peaks)}, fork {max(fork_peaks)}")
 
             yield Case(f"{tasks} async tasks", _fanout(tasks, "python", upstream_peaks),
                        _fanout(tasks, "rust", fork_peaks), _same, report=report)
