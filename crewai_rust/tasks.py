@@ -679,13 +679,13 @@ class RustTaskExecutor:
         callables. Returns their results in input order.
 
         On the first failure (in completion order) the tasks not yet started
-        are cancelled and that exception raised; tasks already running are not
-        waited for (a Python thread cannot be stopped) and their results are
-        dropped, as upstream drops a failed crew's other async tasks. Past
-        ``timeout`` seconds the same happens with a ``TimeoutError`` naming how
-        many tasks had not finished.
+        are cancelled, those running are asked to stop (their flows, an agent's
+        executor say, stop before their next step: a Python thread cannot be
+        stopped outright) and not waited for, and that exception is raised.
+        Past ``timeout`` seconds the same happens with a ``TimeoutError``
+        naming how many tasks had not finished.
         """
-        futures = [self.submit(_task_call(task)) for task in tasks]
+        futures = [self.submit_cancellable(_task_call(task)) for task in tasks]
         done, pending = concurrent.futures.wait(futures, timeout=timeout, return_when=concurrent.futures.FIRST_EXCEPTION)
         failed = next((f for f in futures if f in done and not f.cancelled() and f.exception() is not None), None)
         if failed is not None or pending:

@@ -426,3 +426,47 @@ def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.Mo
             assert max(seen) - before < 50
     finally:
         bounded.shutdown()
+
+
+@WATCHDOG
+def test_an_async_crews_events_are_the_same_on_both_backends() -> None:
+    """The same events, by type and count (async tasks interleave theirs in any order)."""
+    import collections
+
+    from crewai.events.base_events import BaseEvent
+    from crewai.events.event_bus import crewai_event_bus
+
+    counts: dict[str, collections.Counter[str]] = {}
+    with every_component_forced("python"):  # once-per-process events (the environment's) out of the way
+        _kick(_crew(one_agent=False, overlap=_Overlap()), "kickoff")
+    for backend in ("python", "rust"):
+        seen: collections.Counter[str] = collections.Counter()
+        record = _counting_handler(seen)
+        with crewai_event_bus.scoped_handlers():
+            for event_type in _event_types(BaseEvent):
+                crewai_event_bus.on(event_type)(record)
+            with every_component_forced(backend):  # type: ignore[arg-type]
+                _kick(_crew(one_agent=False, overlap=_Overlap()), "kickoff")
+            crewai_event_bus.flush()
+        counts[backend] = seen
+    assert counts["python"]["TaskStartedEvent"] == 3
+    assert counts["python"] == counts["rust"]
+
+
+def _counting_handler(seen: Any) -> Any:
+    lock = threading.Lock()
+
+    def record(source: Any, event: Any) -> None:  # the bus passes exactly these two
+        with lock:
+            seen[type(event).__name__] += 1
+
+    return record
+
+
+def _event_types(base: type) -> list[type]:
+    found, stack = [], [base]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
