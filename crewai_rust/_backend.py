@@ -26,7 +26,7 @@ MASTER_VARIABLE = "CREWAI_RUST"
 # Components whose Rust implementation has landed. A component is added here
 # by the issue that implements it, together with its hook patch and its bench
 # workload.
-IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "memory", "serialization", "tasks"})
+IMPLEMENTED_COMPONENTS: frozenset[str] = frozenset({"database", "memory", "serialization", "tasks", "tools"})
 # Components whose Rust side opens SQLite files that Python's sqlite3 may open too.
 SQLITE_COMPONENTS: frozenset[str] = frozenset({"database", "memory"})
 

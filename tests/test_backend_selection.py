@@ -57,12 +57,20 @@ def test_component_off_is_reported_with_its_source(monkeypatch: pytest.MonkeyPat
     assert "CREWAI_RUST_TOOLS=0" in row.reason
 
 
+def _one_component_unimplemented(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every component is implemented in this build: pretend one is not, as a
+    build without it (or a new component) would be."""
+    from crewai_rust import _backend
+
+    missing = [c for c in crewai_rust.COMPONENTS if c not in _backend.IMPLEMENTED_COMPONENTS] or ["tools"]
+    monkeypatch.setattr(_backend, "IMPLEMENTED_COMPONENTS", _backend.IMPLEMENTED_COMPONENTS - {missing[0]})
+    return missing[0]
+
+
 def test_requiring_an_unimplemented_component_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = [c for c in crewai_rust.COMPONENTS if c not in crewai_rust.IMPLEMENTED_COMPONENTS]
-    if not missing:
-        pytest.skip("every component is implemented")
-    monkeypatch.setenv(f"CREWAI_RUST_{missing[0].upper()}", "1")
-    with pytest.raises(crewai_rust.ComponentNotImplementedError, match=missing[0]):
+    missing = _one_component_unimplemented(monkeypatch)
+    monkeypatch.setenv(f"CREWAI_RUST_{missing.upper()}", "1")
+    with pytest.raises(crewai_rust.ComponentNotImplementedError, match=missing):
         crewai_rust.component_status()
 
 
@@ -83,13 +91,11 @@ def test_configure_rust_components_rejects_bad_values_and_keeps_previous_setting
     assert crewai_rust.component_status()["database"].requested == "off"
 
 
-def test_configure_requiring_missing_rust_rolls_back() -> None:
-    missing = [c for c in crewai_rust.COMPONENTS if c not in crewai_rust.IMPLEMENTED_COMPONENTS]
-    if not missing:
-        pytest.skip("every component is implemented")
+def test_configure_requiring_missing_rust_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = _one_component_unimplemented(monkeypatch)
     with pytest.raises(crewai_rust.ComponentNotImplementedError):
-        crewai_rust.configure_rust_components(**{missing[0]: True})
-    assert crewai_rust.component_status()[missing[0]].requested == "auto"
+        crewai_rust.configure_rust_components(**{missing: True})
+    assert crewai_rust.component_status()[missing].requested == "auto"
 
 
 def test_unknown_component() -> None:

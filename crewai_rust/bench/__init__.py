@@ -152,7 +152,7 @@ def _cell(timing: Timing) -> str:
 
 def _load_workloads() -> None:
     # Imported for their registrations; each component issue adds its module here.
-    from crewai_rust.bench import database, memory, serialization, tasks  # noqa: F401
+    from crewai_rust.bench import database, memory, serialization, tasks, tools  # noqa: F401
 
 
 def run(quick: bool = False, json_path: str | None = None, only: list[str] | None = None,

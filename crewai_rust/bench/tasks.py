@@ -146,13 +146,41 @@ def _add_tool_class() -> type:
     return AddNumbers
 
 
-def _tool_task(native: bool, backend: str) -> Callable[[], Any]:
+def other_tools(count: int) -> list[Any]:
+    """``count`` tools besides ``add_numbers``, each with an argument model of its own."""
+    return [_other_tool_class(i)() for i in range(count)]
+
+
+@functools.cache
+def _other_tool_class(i: int) -> type:
+    from crewai.tools import BaseTool
+    from pydantic import BaseModel, Field, create_model
+
+    class Address(BaseModel):
+        street: str
+        city: str = Field(description="the city")
+
+    args = create_model(f"Lookup{i}Args", query=(str, Field(description=f"what to look up in source {i}")),
+                        limit=(int, 10), address=(Address | None, None))
+
+    def run(self: Any, **kwargs: Any) -> str:
+        return f"nothing found in source {i}"
+
+    return type(f"Lookup{i}", (BaseTool,), {
+        "__module__": __name__, "__qualname__": f"Lookup{i}",
+        "__annotations__": {"name": str, "description": str, "args_schema": type[BaseModel]},
+        "name": f"lookup_source_{i}", "description": f"Looks things up in source {i}.", "args_schema": args,
+        "_run": run,
+    })
+
+
+def _tool_task(native: bool, backend: str, tools: int = 1) -> Callable[[], Any]:
     def run() -> Any:
         from crewai import Agent, Crew, Task
 
         with every_component_forced(backend):  # type: ignore[arg-type]
             agent = Agent(role="adder", goal="add", backstory="b", llm=scripted_tool_llm(native),
-                          tools=[_add_tool()], verbose=False, max_iter=_TOOL_CALLS + 5)
+                          tools=[*other_tools(tools - 1), _add_tool()], verbose=False, max_iter=_TOOL_CALLS + 5)
             task = Task(description="add numbers", expected_output="a sum", agent=agent)
             output = Crew(agents=[agent], tasks=[task], verbose=False).kickoff()
         return output.raw, len(output.token_usage.model_dump()) if output.token_usage else 0
@@ -270,7 +298,7 @@ def dispatch_cases(quick: bool) -> Iterator[Case]:
                    cpu_time=True, units_per_call=steps)
 
 
-def _tool_cases(native: bool) -> Iterator[Case]:
+def _tool_cases(native: bool, quick: bool) -> Iterator[Case]:
     from crewai.events.event_bus import crewai_event_bus
     from crewai.events.types.tool_usage_events import ToolUsageFinishedEvent
 
@@ -291,22 +319,24 @@ def _tool_cases(native: bool) -> Iterator[Case]:
 
     with quiet_runtime(), crewai_event_bus.scoped_handlers():
         crewai_event_bus.on(ToolUsageFinishedEvent)(lambda source, event: finished.append(1))
-        yield Case(f"{_TOOL_CALLS} calls in a task", counted(_tool_task(native, "python")),
-                   counted(_tool_task(native, "rust")), check, cpu_time=True, units_per_call=_TOOL_CALLS)
+        for tools in ((1,) if quick else (1, 30)):
+            yield Case(f"{_TOOL_CALLS} calls, {tools} tool{'s' if tools > 1 else ''}",
+                       counted(_tool_task(native, "python", tools)), counted(_tool_task(native, "rust", tools)),
+                       check, cpu_time=True, units_per_call=_TOOL_CALLS)
 
 
-@workload("tools.call_native", component="tasks",
+@workload("tools.call_native", component="tools",
           description="An agent's native (function-calling) tool calls with an instant LLM: process CPU per "
                       "call, every component on upstream vs on the fork (the task's own cost spread over 30 calls)")
 def call_native_cases(quick: bool) -> Iterator[Case]:
-    yield from _tool_cases(native=True)
+    yield from _tool_cases(native=True, quick=quick)
 
 
-@workload("tools.call_react", component="tasks",
+@workload("tools.call_react", component="tools",
           description="An agent's ReAct (text) tool calls with an instant LLM: process CPU per call, every "
                       "component on upstream vs on the fork (the task's own cost spread over 30 calls)")
 def call_react_cases(quick: bool) -> Iterator[Case]:
-    yield from _tool_cases(native=False)
+    yield from _tool_cases(native=False, quick=quick)
 
 
 # Cumulative selections of the component's parts (crewai_rust.tasks.PARTS) for tasks.parts.

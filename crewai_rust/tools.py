@@ -1,0 +1,394 @@
+"""Tools component: what crewai spends around an agent's tool calls.
+
+With the tools component on (``CREWAI_RUST_TOOLS``), the fork's hooks send
+these parts here:
+
+* **Schemas once per model.** crewai describes a tool's argument model
+  (``generate_model_description``: pydantic's JSON schema, then seven passes
+  over it) every time it renders the tool: for every LLM call's tool list on
+  the native path, for every ``ToolUsage`` (one per ReAct tool call, which
+  renders *all* the agent's tools) and for every task's prompt.
+  :func:`model_description` computes it once per model class and hands out
+  copies; :func:`tool_description` does the same for the rendered ReAct
+  block of a tool (its name, schema and description).
+* **Deep schemas.** A model nested a few dozen levels deep makes pydantic's
+  schema generation (and crewai's passes over it) recurse past Python's
+  recursion limit: ``kickoff()`` raised ``RecursionError`` on the ReAct path,
+  and the native path sent the tool with no parameters at all. Here a
+  description that hits the limit is computed again on a thread with a
+  large native stack and a high recursion limit; past even that it raises
+  :class:`ToolSchemaError` naming the tool, never a silent empty schema.
+* **Repeated definitions.** crewai inlines every ``$ref`` of a schema; a
+  definition used twice by each of twelve nested levels becomes 4,096
+  copies (megabytes sent to the LLM per tool). :func:`bounded_refs` keeps
+  upstream's inlining while the inlined schema stays under
+  :data:`MAX_INLINED_NODES` nodes, and otherwise keeps a ``$ref`` (with its
+  ``$defs`` entry) for each definition used more than once, so the schema's
+  size stays linear in its definition.
+* **Tool selection.** ReAct's ``_select_tool`` sorts every tool by string
+  similarity twice per call; :func:`select_tool` returns the tool whose
+  name is exactly the one asked for first, which is the tool upstream's
+  sort puts first, and leaves misses to upstream's fuzzy match.
+
+Each hook returns None (or does nothing) when the component resolves to
+upstream Python, and the patched function then runs upstream's body.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from crewai_rust._backend import decider
+
+__all__ = [
+    "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "ToolSchemaError", "argument_names", "bounded_refs", "json_copy",
+    "model_description", "sanitized_name", "select_tool", "tool_description",
+]
+
+_on_rust = decider("tools")
+
+
+class ToolSchemaError(ValueError):
+    """A tool's argument schema cannot be described (it nests deeper than the
+    deep-schema thread can follow); the message names the tool or model."""
+
+
+# --------------------------------------------------------------------------- JSON copies
+
+
+def json_copy(value: Any) -> Any:
+    """A copy of JSON-shaped data (dicts, lists, scalars), without recursion:
+    a schema of any depth copies. Tuples become lists as JSON would have
+    them; other objects are shared, as in the original."""
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    root: Any = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        if isinstance(source, dict):
+            for key, item in source.items():
+                if isinstance(item, (dict, list, tuple)):
+                    child: Any = {} if isinstance(item, dict) else []
+                    target[key] = child
+                    stack.append((item, child))
+                else:
+                    target[key] = item
+        else:
+            for item in source:
+                if isinstance(item, (dict, list, tuple)):
+                    child = {} if isinstance(item, dict) else []
+                    target.append(child)
+                    stack.append((item, child))
+                else:
+                    target.append(item)
+    return root
+
+
+# --------------------------------------------------------------------------- deep schemas
+
+# The deep-schema thread: a native stack this large follows about a million
+# Python frames of schema walking; the recursion limit is raised to match
+# while it works (Python's limit is process-wide: a lock keeps one raise at a time).
+DEEP_STACK_BYTES = 1024 * 1024 * 1024
+DEEP_RECURSION_LIMIT = 200_000
+_deep_lock = threading.Lock()
+_deep_executor: Any = None
+
+
+def _run_deep(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on the deep-schema thread, with the recursion limit raised."""
+    global _deep_executor
+    from crewai_rust.tasks import RustTaskExecutor
+
+    def deep() -> Any:
+        with _deep_lock:
+            saved = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(saved, DEEP_RECURSION_LIMIT))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sys.setrecursionlimit(saved)
+
+    if _deep_executor is None:
+        _deep_executor = RustTaskExecutor(max_concurrency=1, stack_size=DEEP_STACK_BYTES)
+    return _deep_executor.submit(deep).result()
+
+
+# --------------------------------------------------------------------------- descriptions once per model
+
+# The deepest a described schema may nest (JSON containers inside each other):
+# it must still serialize where it is sent (json, httpx: one C recursion level
+# per container, under Python's default limit of 1,000 with the caller's own
+# frames on top). Deeper schemas are refused with ToolSchemaError.
+MAX_SCHEMA_NESTING = 800
+
+
+def _nesting(value: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in current.values() if isinstance(item, (dict, list)))
+        elif isinstance(current, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in current if isinstance(item, (dict, list)))
+    return deepest
+
+
+# model class -> {strip_null_types: (the model's core schema object, its description)}
+_descriptions: weakref.WeakKeyDictionary[type, dict[bool, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+_descriptions_lock = threading.Lock()
+
+
+def _schema_identity(model: type) -> Any:
+    # Rebuilding a model (model_rebuild) replaces its core schema: the cached description goes with it.
+    return model.__dict__.get("__pydantic_core_schema__")
+
+
+def model_description(model: type, strip_null_types: bool, compute: Callable[..., Any]) -> Any:
+    """``compute(model, strip_null_types=...)`` (upstream's
+    ``generate_model_description``) once per model class and setting, a copy
+    handed out each time; a computation that hits the recursion limit runs
+    again on the deep-schema thread. None when the tools component is off."""
+    if not _on_rust():
+        return None
+    identity = _schema_identity(model)
+    try:
+        cached = _descriptions.get(model, {}).get(strip_null_types)
+    except TypeError:  # not weak-referenceable: describe it each time
+        cached, identity = None, None
+    if cached is not None and identity is not None and cached[0] is identity:
+        if isinstance(cached[1], ToolSchemaError):
+            raise ToolSchemaError(str(cached[1]))
+        return json_copy(cached[1])
+    name = getattr(model, "__name__", repr(model))
+    outcome: Any
+    try:
+        try:
+            outcome = compute(model, strip_null_types=strip_null_types)
+        except RecursionError:
+            try:
+                outcome = _run_deep(compute, model, strip_null_types=strip_null_types)
+            except RecursionError:
+                raise ToolSchemaError(
+                    f"the argument schema {name!r} nests too deep to describe (past {DEEP_RECURSION_LIMIT} "
+                    f"frames on a {DEEP_STACK_BYTES >> 20} MiB stack)"
+                ) from None
+        nesting = _nesting(outcome)
+        if nesting > MAX_SCHEMA_NESTING:
+            raise ToolSchemaError(
+                f"the argument schema {name!r} nests {nesting} levels deep once described; crewai_rust refuses "
+                f"schemas past {MAX_SCHEMA_NESTING} levels (the JSON encoders that send it would fail on it)"
+            )
+    except ToolSchemaError as error:
+        outcome = error
+    if identity is not None:
+        with _descriptions_lock:
+            try:
+                _descriptions.setdefault(model, {})[strip_null_types] = (
+                    identity, outcome if isinstance(outcome, ToolSchemaError) else json_copy(outcome))
+            except TypeError:
+                pass
+    if isinstance(outcome, ToolSchemaError):
+        raise ToolSchemaError(str(outcome))
+    return outcome
+
+
+# (sanitized-name input, args schema, description) -> the rendered ReAct block
+_tool_blocks: weakref.WeakKeyDictionary[type, dict[tuple[str, str], tuple[Any, str]]] = weakref.WeakKeyDictionary()
+_tool_blocks_without_schema: dict[tuple[str, str], str] = {}
+
+
+def tool_description(name: str, args_schema: type | None, description: str,
+                     compute: Callable[[str, Any, str], str]) -> str | None:
+    """``compute(name, args_schema, description)`` (upstream's
+    ``format_description_for_llm``) once per tool shape; a schema that cannot
+    be described raises :class:`ToolSchemaError` naming the tool. None when
+    the tools component is off."""
+    if not _on_rust():
+        return None
+    key = (name, description)
+    if args_schema is None:
+        block = _tool_blocks_without_schema.get(key)
+        if block is None:
+            block = compute(name, args_schema, description)
+            if len(_tool_blocks_without_schema) < 10_000:
+                _tool_blocks_without_schema[key] = block
+        return block
+    identity = _schema_identity(args_schema)
+    try:
+        cached = _tool_blocks.get(args_schema, {}).get(key)
+    except TypeError:
+        cached, identity = None, None
+    if cached is not None and identity is not None and cached[0] is identity:
+        return cached[1]
+    try:
+        try:
+            block = compute(name, args_schema, description)
+        except RecursionError:  # the schema's own rendering (json.dumps) of a deep but allowed schema
+            block = _run_deep(compute, name, args_schema, description)
+    except ToolSchemaError as error:
+        raise ToolSchemaError(f"tool {name!r}: {error}") from None
+    if identity is not None:
+        with _descriptions_lock:
+            try:
+                _tool_blocks.setdefault(args_schema, {})[key] = (identity, block)
+            except TypeError:
+                pass
+    return block
+
+
+# --------------------------------------------------------------------------- repeated definitions
+
+# Past this many nodes once every $ref is inlined, definitions used more than
+# once keep their $ref. Upstream's inlining is kept below it (any ordinary
+# tool: a few hundred nodes).
+MAX_INLINED_NODES = 20_000
+
+
+def _nodes_and_refs(node: Any) -> tuple[int, dict[str, int]]:
+    """Nodes of ``node`` (dicts, lists, values), and how often it names each local definition."""
+    count, refs = 0, {}
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        count += 1
+        if isinstance(current, dict):
+            ref = current.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref[len("#/$defs/"):]
+                refs[name] = refs.get(name, 0) + 1
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return count, refs
+
+
+def bounded_refs(schema: dict[str, Any]) -> set[str] | None:
+    """The definitions of ``schema`` to keep as ``$ref`` rather than inline:
+    None (inline them all, as upstream does) when the component is off or the
+    inlined schema stays under :data:`MAX_INLINED_NODES`; otherwise every
+    definition referenced more than once in the whole schema."""
+    if not _on_rust():
+        return None
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict) or not defs:
+        return None
+    own = {name: _nodes_and_refs(body) for name, body in defs.items()}
+    # Inlined size of each definition, bottom-up over the reference graph (a
+    # definition on a cycle counts as itself: upstream inlines a cycle's
+    # second visit as a stub).
+    inlined: dict[str, int] = {}
+    visiting: set[str] = set()
+
+    def size_of(name: str) -> int:
+        stack: list[tuple[str, bool]] = [(name, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current in inlined:
+                continue
+            nodes, refs = own.get(current, (1, {}))
+            if not expanded:
+                visiting.add(current)
+                stack.append((current, True))
+                stack.extend((r, False) for r in refs if r in own and r not in inlined and r not in visiting)
+                continue
+            visiting.discard(current)
+            total = nodes
+            for ref, times in refs.items():
+                total += times * inlined.get(ref, own.get(ref, (1, {}))[0])
+                if total > MAX_INLINED_NODES:
+                    break
+            inlined[current] = min(total, MAX_INLINED_NODES + 1)
+        return inlined[name]
+
+    top = {k: v for k, v in schema.items() if k != "$defs"}
+    nodes, refs = _nodes_and_refs(top)
+    total = nodes + sum(times * size_of(ref) for ref, times in refs.items() if ref in own)
+    if total <= MAX_INLINED_NODES:
+        return None
+    used: dict[str, int] = dict(refs)
+    for body_refs in (r for _, r in own.values()):
+        for ref, times in body_refs.items():
+            used[ref] = used.get(ref, 0) + times
+    return {name for name, times in used.items() if times > 1 and name in defs}
+
+
+# --------------------------------------------------------------------------- per-call lookups
+
+# (name, max_length) -> sanitized name. Bounded: names come from tool
+# definitions and LLM replies; past the bound, names are sanitized each time.
+_sanitized: dict[tuple[str, int], str] = {}
+_MAX_SANITIZED = 10_000
+
+
+def sanitized_name(name: str, max_length: int, compute: Callable[[str, int], str]) -> str | None:
+    """``compute(name, max_length)`` (upstream's ``sanitize_tool_name``: Unicode
+    normalization and six regular expressions, called for every tool several
+    times per tool call) once per name. None when the tools component is off."""
+    if not _on_rust():
+        return None
+    key = (name, max_length)
+    sanitized = _sanitized.get(key)
+    if sanitized is None:
+        sanitized = compute(name, max_length)
+        if len(_sanitized) < _MAX_SANITIZED:
+            _sanitized[key] = sanitized
+    return sanitized
+
+
+# model class -> (its core schema object, the names of its JSON schema's properties)
+_argument_names: weakref.WeakKeyDictionary[type, tuple[Any, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def argument_names(model: type) -> frozenset[str] | None:
+    """The property names of ``model.model_json_schema()`` (the arguments a tool
+    call may pass, which ``ToolUsage`` recomputes with a full JSON schema on
+    every call), once per model class; computed on the deep-schema thread when
+    the schema is too deep for this one. None when the tools component is off."""
+    if not _on_rust():
+        return None
+    identity = _schema_identity(model)
+    try:
+        cached = _argument_names.get(model)
+    except TypeError:
+        cached, identity = None, None
+    if cached is not None and identity is not None and cached[0] is identity:
+        return cached[1]
+
+    def names() -> frozenset[str]:
+        return frozenset(model.model_json_schema()["properties"].keys())  # type: ignore[attr-defined]
+
+    try:
+        found = names()
+    except RecursionError:
+        found = _run_deep(names)
+    if identity is not None:
+        try:
+            _argument_names[model] = (identity, found)
+        except TypeError:
+            pass
+    return found
+
+
+# --------------------------------------------------------------------------- tool selection
+
+
+def select_tool(tools: list[Any], sanitized_input: str, sanitize: Callable[[str], str]) -> Any:
+    """The first tool whose sanitized name is ``sanitized_input`` (the tool
+    upstream's similarity sort ranks first: only an equal name scores 1.0),
+    or None: when the component is off, or on a miss (upstream's fuzzy
+    match then runs)."""
+    if not _on_rust():
+        return None
+    for tool in tools:
+        if sanitize(tool.name) == sanitized_input:
+            return tool
+    return None

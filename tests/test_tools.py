@@ -1,0 +1,285 @@
+"""The tools component: tool schemas described once, deep and huge schemas,
+tool selection and names, on both backends where they must agree."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field, create_model
+
+from crewai_rust import tools
+from crewai_rust._backend import every_component_forced, forced_backend
+
+WATCHDOG = pytest.mark.timeout(300, method="thread")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CREWAI_TRACING_ENABLED", "false")
+    yield
+
+
+def _deep_model(levels: int) -> type[BaseModel]:
+    """A model nesting ``levels`` models, each with an optional child (pydantic
+    itself recurses per level while building it: the limit is raised for that)."""
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(saved, 40 * levels + 2000))
+    try:
+        model: type[BaseModel] = create_model(f"Level{levels}_0", value=(int, 0))
+        for i in range(1, levels):
+            model = create_model(f"Level{levels}_{i}", child=(model | None, None))
+        return model
+    finally:
+        sys.setrecursionlimit(saved)
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def test_a_description_is_the_same_and_a_fresh_copy_each_time() -> None:
+    from crewai.utilities.pydantic_schema_utils import generate_model_description
+
+    class Args(BaseModel):
+        query: str = Field(description="what to look for")
+        limit: int = 10
+
+    with forced_backend("tools", "python"):
+        upstream = generate_model_description(Args)
+    with forced_backend("tools", "rust"):
+        first = generate_model_description(Args)
+        first["json_schema"]["schema"]["properties"].clear()  # a caller mutating its copy
+        second = generate_model_description(Args)
+    assert second == upstream
+    assert first != upstream
+
+
+def test_a_model_is_described_once_until_it_is_rebuilt() -> None:
+    class Args(BaseModel):
+        x: int
+
+    calls: list[int] = []
+
+    def compute(model: type, strip_null_types: bool) -> dict[str, Any]:
+        calls.append(1)
+        return {"described": len(calls)}
+
+    with forced_backend("tools", "rust"):
+        assert tools.model_description(Args, True, compute) == {"described": 1}
+        assert tools.model_description(Args, True, compute) == {"described": 1}
+        assert tools.model_description(Args, False, compute) == {"described": 2}
+        Args.model_rebuild(force=True)
+        assert tools.model_description(Args, True, compute) == {"described": 3}
+    with forced_backend("tools", "python"):
+        assert tools.model_description(Args, True, compute) is None
+
+
+def test_a_tool_block_follows_the_tools_name_and_description() -> None:
+    from crewai.tools.structured_tool import format_description_for_llm
+
+    class Args(BaseModel):
+        x: int
+
+    for name, args, description in (("one", Args, "first"), ("one", Args, "second"), ("two", Args, "first"),
+                                     ("one", None, "first"), ("one", None, "second")):
+        with forced_backend("tools", "python"):
+            upstream = format_description_for_llm(name, args, description)
+        with forced_backend("tools", "rust"):
+            assert format_description_for_llm(name, args, description) == upstream
+
+
+@WATCHDOG
+@pytest.mark.parametrize("levels", [20, 60, 200])
+def test_a_deep_schema_is_described_where_upstream_recursed_too_far(levels: int) -> None:
+    from crewai.tools.structured_tool import format_description_for_llm
+
+    model = _deep_model(levels)
+    upstream = None
+    if levels >= 60:  # upstream's path, in this test's own stack
+        with forced_backend("tools", "python"), pytest.raises(RecursionError):
+            format_description_for_llm("deep_tool", model, "goes deep")
+    else:
+        with forced_backend("tools", "python"):
+            upstream = format_description_for_llm("deep_tool", model, "goes deep")
+    with forced_backend("tools", "rust"):
+        block = format_description_for_llm("deep_tool", model, "goes deep")
+    assert block.startswith("Tool Name: deep_tool\nTool Arguments: {")
+    assert block.count('"child": {') == levels - 1
+    if upstream is not None:
+        assert block == upstream
+
+
+@WATCHDOG
+def test_a_schema_past_the_bound_is_refused_naming_the_tool() -> None:
+    from crewai.tools.structured_tool import format_description_for_llm
+    from crewai.utilities.agent_utils import convert_tools_to_openai_schema
+
+    model = _deep_model(450)
+    with forced_backend("tools", "rust"):
+        with pytest.raises(tools.ToolSchemaError, match="tool 'too_deep': .* past 800 levels"):
+            format_description_for_llm("too_deep", model, "d")
+        with pytest.raises(tools.ToolSchemaError, match="tool 'too_deep'"):
+            convert_tools_to_openai_schema([_tool("too_deep", model)])
+
+
+def _tool(name: str, args: type[BaseModel]) -> Any:
+    from crewai.tools import BaseTool
+
+    class Named(BaseTool):
+        def _run(self, **kwargs: Any) -> str:
+            return "ran"
+
+    return Named(name=name, description=f"the {name} tool", args_schema=args)
+
+
+# --------------------------------------------------------------------------- repeated definitions
+
+
+def _doubling_model(levels: int) -> type[BaseModel]:
+    """Each level uses the next one twice: inlined, 2**levels copies of the bottom."""
+    model: type[BaseModel] = create_model("Leaf0", value=(int, 0))
+    for i in range(1, levels):
+        model = create_model(f"Pair{i}", left=(model, ...), right=(model, ...))
+    return model
+
+
+def test_repeated_definitions_stay_linear_and_resolvable() -> None:
+    from crewai.utilities.pydantic_schema_utils import generate_model_description
+
+    model = _doubling_model(12)
+    with forced_backend("tools", "python"):
+        upstream = json.dumps(generate_model_description(model))
+    with forced_backend("tools", "rust"):
+        described = generate_model_description(model)
+    text = json.dumps(described)
+    assert len(upstream) > 500_000  # 2**11 copies of the leaf
+    assert len(text) < 20_000
+    schema = described["json_schema"]["schema"]
+    defs = schema["$defs"]
+    refs = {ref.split("/")[-1] for ref in _values_of(schema, "$ref")}
+    assert refs and refs <= set(defs)
+
+
+def test_a_small_schema_with_a_definition_used_twice_is_inlined_as_upstream() -> None:
+    from crewai.utilities.pydantic_schema_utils import generate_model_description
+
+    model = _doubling_model(3)
+    with forced_backend("tools", "python"):
+        upstream = generate_model_description(model)
+    with forced_backend("tools", "rust"):
+        assert generate_model_description(model) == upstream
+    assert "$ref" not in json.dumps(upstream)
+
+
+def _values_of(node: Any, key: str) -> Iterator[Any]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if key in current:
+                yield current[key]
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+# --------------------------------------------------------------------------- selection and names
+
+
+@pytest.mark.parametrize("asked", ["lookup_source_3", "Lookup Source 3", "lookup_sourc_3", "nothing_like_it"])
+def test_tool_selection_picks_what_upstream_picks(asked: str) -> None:
+    from crewai.tools.tool_usage import ToolUsage
+
+    from crewai_rust.bench.tasks import other_tools
+
+    structured = [tool.to_structured_tool() for tool in other_tools(8)]
+
+    def select(backend: str) -> str:
+        with forced_backend("tools", backend):  # type: ignore[arg-type]
+            usage = ToolUsage(tools_handler=None, tools=structured, task=None, function_calling_llm=None)
+            try:
+                return usage._select_tool(asked).name
+            except Exception as error:  # noqa: BLE001 - the miss message is compared too
+                return f"error: {error}"
+
+    assert select("rust") == select("python")
+
+
+@pytest.mark.parametrize("name", ["Search The Web", "searchTheWeb", "ünïcode tool", "a" * 80, "", "__x__"])
+def test_a_sanitized_name_is_upstreams(name: str) -> None:
+    from crewai.utilities.string_utils import sanitize_tool_name
+
+    with forced_backend("tools", "python"):
+        upstream = sanitize_tool_name(name)
+    with forced_backend("tools", "rust"):
+        assert sanitize_tool_name(name) == upstream
+        assert sanitize_tool_name(name) == upstream  # from the cache
+
+
+# --------------------------------------------------------------------------- through kickoff
+
+
+def _deep_tool_llm(native: bool) -> Any:
+    from crewai_rust.bench.tasks import _instant_llm_class
+
+    class OneCallLLM(_instant_llm_class()):  # type: ignore[misc]
+        native_calls: bool = native
+
+        def respond(self, messages: list[Any]) -> Any:
+            done = any(m.get("role") == "tool" or "Observation:" in str(m.get("content", ""))
+                       for m in messages if m.get("role") != "system")
+            if done:
+                return "done" if self.native_calls else "Thought: I know\nFinal Answer: done"
+            if self.native_calls:
+                return [{"id": "call_0", "type": "function",
+                         "function": {"name": "deep_tool", "arguments": '{"value": 1}'}}]
+            return 'Thought: use it\nAction: deep_tool\nAction Input: {"value": 1}'
+
+        def supports_function_calling(self) -> bool:
+            return self.native_calls
+
+    return OneCallLLM(model="one-call")
+
+
+@WATCHDOG
+@pytest.mark.parametrize("native", [True, False], ids=["native", "react"])
+@pytest.mark.parametrize("levels", [35, 120, 450])
+def test_a_deep_tool_schema_through_kickoff(native: bool, levels: int) -> None:
+    """A crew whose tool nests ``levels`` models: the tool runs (or, past the
+    bound, kickoff fails naming it), never a RecursionError."""
+    from crewai import Agent, Crew, Task
+    from crewai.tools import BaseTool
+
+    ran: list[int] = []
+    nested = _deep_model(levels)
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(saved, 40 * levels + 2000))  # pydantic builds the model recursively too
+    try:
+        args = create_model(f"DeepArgs{levels}", value=(int, ...), nested=(nested | None, None))
+    finally:
+        sys.setrecursionlimit(saved)
+
+    class DeepTool(BaseTool):
+        name: str = "deep_tool"
+        description: str = "takes a deep argument"
+        args_schema: type[BaseModel] = args
+
+        def _run(self, value: int, nested: Any = None) -> str:
+            ran.append(value)
+            return "deep result"
+
+    agent = Agent(role="r", goal="g", backstory="b", llm=_deep_tool_llm(native), tools=[DeepTool()],
+                  verbose=False, max_iter=4)
+    crew = Crew(agents=[agent], tasks=[Task(description="use the tool", expected_output="x", agent=agent)],
+                verbose=False)
+    with every_component_forced("rust"):
+        if levels >= 400:
+            with pytest.raises(tools.ToolSchemaError, match="tool 'deep_tool'"):
+                crew.kickoff()
+            return
+        output = crew.kickoff()
+    assert output.raw == "done"
+    assert ran == [1]
