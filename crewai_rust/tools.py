@@ -36,17 +36,19 @@ upstream Python, and the patched function then runs upstream's body.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from crewai_rust._backend import decider
 
 __all__ = [
-    "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "ToolSchemaError", "argument_names", "bounded_refs", "json_copy",
-    "model_description", "sanitized_name", "select_tool", "tool_description",
+    "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "RustToolExecutor", "ToolExecutionError", "ToolSchemaError",
+    "argument_names", "bounded_refs", "json_copy", "model_description", "sanitized_name", "select_tool",
+    "tool_description",
 ]
 
 _on_rust = decider("tools")
@@ -96,8 +98,31 @@ def json_copy(value: Any) -> Any:
 # while it works (Python's limit is process-wide: a lock keeps one raise at a time).
 DEEP_STACK_BYTES = 1024 * 1024 * 1024
 DEEP_RECURSION_LIMIT = 200_000
-_deep_lock = threading.Lock()
+_deep_lock = threading.Lock()  # guards the process-wide recursion limit
 _deep_executor: Any = None
+
+
+# The recursion limits asked for by calls running now, and the limit before the first.
+_raised_limits: list[int] = []
+_limit_before_raises = 0
+
+
+@contextlib.contextmanager
+def _recursion_limit_at_least(depth: int) -> Iterator[None]:
+    """Python's recursion limit at least ``depth`` while the block runs (it is
+    process-wide: overlapping blocks keep the highest until the last ends)."""
+    global _limit_before_raises
+    with _deep_lock:
+        if not _raised_limits:
+            _limit_before_raises = sys.getrecursionlimit()
+        _raised_limits.append(depth)
+        sys.setrecursionlimit(max([_limit_before_raises, *_raised_limits]))
+    try:
+        yield
+    finally:
+        with _deep_lock:
+            _raised_limits.remove(depth)
+            sys.setrecursionlimit(max([_limit_before_raises, *_raised_limits]))
 
 
 def _run_deep(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -106,13 +131,8 @@ def _run_deep(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     from crewai_rust.tasks import RustTaskExecutor
 
     def deep() -> Any:
-        with _deep_lock:
-            saved = sys.getrecursionlimit()
-            sys.setrecursionlimit(max(saved, DEEP_RECURSION_LIMIT))
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                sys.setrecursionlimit(saved)
+        with _recursion_limit_at_least(DEEP_RECURSION_LIMIT):
+            return fn(*args, **kwargs)
 
     if _deep_executor is None:
         _deep_executor = RustTaskExecutor(max_concurrency=1, stack_size=DEEP_STACK_BYTES)
@@ -392,3 +412,113 @@ def select_tool(tools: list[Any], sanitized_input: str, sanitize: Callable[[str]
         if sanitize(tool.name) == sanitized_input:
             return tool
     return None
+
+
+# --------------------------------------------------------------------------- running tools
+
+
+class ToolExecutionError(Exception):
+    """A tool call that did not return: the tool is unknown, its arguments do
+    not validate, or the tool raised, recursed too deep or timed out. Names
+    the tool; the original exception is ``__cause__``."""
+
+    def __init__(self, tool_name: str, cause: str) -> None:
+        super().__init__(f"tool {tool_name!r}: {cause}")
+        self.tool_name = tool_name
+
+
+# What a tool's exception passes through as itself: stopping the process is not a tool failure.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit)
+DEFAULT_TOOL_STACK_BYTES = 256 * 1024 * 1024
+
+
+class RustToolExecutor:
+    """Runs tools on worker threads created natively with a large stack.
+
+    ``register(tool)`` takes a crewai ``BaseTool`` (or ``CrewStructuredTool``)
+    and describes its argument schema once: a schema that cannot be described
+    (:data:`MAX_SCHEMA_NESTING`) is refused there, naming the tool.
+    ``execute_tool(name, args)`` validates ``args`` (a dict or a JSON string)
+    against the tool's schema with upstream's messages, runs the tool and
+    returns its result; anything else becomes :class:`ToolExecutionError`.
+
+    * ``max_recursion_depth``: Python's recursion limit while a tool runs (None:
+      the interpreter's). Python's limit is process-wide, so while such a tool
+      runs other threads may recurse that deep too; the tool's own thread has
+      ``stack_size`` bytes of native stack for it. Recursing past it is a
+      ``ToolExecutionError``.
+    * ``timeout``: seconds a call may take (None: no limit). Past it the call
+      is a ``ToolExecutionError``; the tool's thread runs on to its end (a
+      Python thread cannot be stopped) without holding up the caller.
+    """
+
+    def __init__(self, *, max_recursion_depth: int | None = None, stack_size: int = DEFAULT_TOOL_STACK_BYTES,
+                 timeout: float | None = None, max_concurrency: int | None = None) -> None:
+        from crewai_rust.tasks import RustTaskExecutor
+
+        if max_recursion_depth is not None and max_recursion_depth < 50:
+            raise ValueError(f"max_recursion_depth must be at least 50, not {max_recursion_depth}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.max_recursion_depth = max_recursion_depth
+        self.timeout = timeout
+        self._pool = RustTaskExecutor(max_concurrency, stack_size=stack_size)
+        self._tools: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def register(self, tool: Any) -> None:
+        """Add ``tool`` under its sanitized name (a later one of that name replaces it)."""
+        from crewai.tools.structured_tool import CrewStructuredTool
+        from crewai.utilities.pydantic_schema_utils import generate_model_description
+        from crewai.utilities.string_utils import sanitize_tool_name
+
+        structured = tool if isinstance(tool, CrewStructuredTool) else tool.to_structured_tool()
+        name = sanitize_tool_name(structured.name)
+        if structured.args_schema is not None:
+            try:
+                generate_model_description(structured.args_schema)
+            except ToolSchemaError as error:
+                raise ToolSchemaError(f"tool {name!r}: {error}") from None
+        with self._lock:
+            self._tools[name] = structured
+
+    def tool_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tools)
+
+    def execute_tool(self, name: str, args: dict[str, Any] | str | None = None) -> Any:
+        """Run the tool registered as ``name`` with ``args``; its result."""
+        from crewai.utilities.string_utils import sanitize_tool_name
+
+        with self._lock:
+            tool = self._tools.get(sanitize_tool_name(name))
+            known = sorted(self._tools)
+        if tool is None:
+            raise ToolExecutionError(name, f"no such tool; the registered tools are {', '.join(known) or 'none'}")
+        return self.call(name, tool.invoke, {} if args is None else args)
+
+    def call(self, tool_name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` as a call of the tool ``tool_name`` on a tool thread."""
+        future = self._pool.submit(self._guarded, fn, args, kwargs)
+        try:
+            return future.result(timeout=self.timeout)
+        except TimeoutError:
+            if future.done():
+                raise
+            future.cancel()
+            raise ToolExecutionError(tool_name, f"timed out after {self.timeout} seconds") from None
+        except _PASS_THROUGH:
+            raise
+        except RecursionError as error:
+            raise ToolExecutionError(tool_name, f"recursed past the recursion limit ({error})") from error
+        except BaseException as error:
+            raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
+
+    def _guarded(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.max_recursion_depth is None:
+            return fn(*args, **kwargs)
+        with _recursion_limit_at_least(self.max_recursion_depth):
+            return fn(*args, **kwargs)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -283,3 +283,107 @@ def test_a_deep_tool_schema_through_kickoff(native: bool, levels: int) -> None:
         output = crew.kickoff()
     assert output.raw == "done"
     assert ran == [1]
+
+
+# --------------------------------------------------------------------------- RustToolExecutor
+
+
+class _Add(BaseModel):
+    a: int
+    b: int
+
+
+def _function_tool(name: str, fn: Any, args: type[BaseModel] | None = _Add) -> Any:
+    from crewai.tools import BaseTool
+
+    class FunctionTool(BaseTool):
+        def _run(self, **kwargs: Any) -> Any:
+            return fn(**kwargs)
+
+    return FunctionTool(name=name, description=f"the {name} tool", args_schema=args or _Add)
+
+
+@pytest.fixture
+def executor() -> Iterator[tools.RustToolExecutor]:
+    running = tools.RustToolExecutor(timeout=5)
+    yield running
+    running.shutdown()
+
+
+def test_execute_tool_runs_a_registered_tool(executor: tools.RustToolExecutor) -> None:
+    executor.register(_function_tool("Add Numbers", lambda a, b: a + b))
+    assert executor.tool_names() == ["add_numbers"]
+    assert executor.execute_tool("add_numbers", {"a": 2, "b": 3}) == 5
+    assert executor.execute_tool("Add Numbers", '{"a": 1, "b": 1}') == 2
+
+
+def test_execute_tool_names_unknown_tools_and_bad_arguments(executor: tools.RustToolExecutor) -> None:
+    executor.register(_function_tool("add", lambda a, b: a + b))
+    with pytest.raises(tools.ToolExecutionError, match="tool 'nope': no such tool; the registered tools are add"):
+        executor.execute_tool("nope", {})
+    with pytest.raises(tools.ToolExecutionError, match=r"(?s)tool 'add': .*Arguments validation failed: .*b\n  Field "
+                                                       r"required"):
+        executor.execute_tool("add", {"a": 1})
+    with pytest.raises(tools.ToolExecutionError, match=r"(?s)tool 'add': .*Arguments validation failed: .*b\n  Input "
+                                                       r"should be a valid integer"):
+        executor.execute_tool("add", {"a": 1, "b": "two"})
+    with pytest.raises(tools.ToolExecutionError, match="Failed to parse arguments as JSON"):
+        executor.execute_tool("add", "{not json")
+
+
+def test_failing_tools_become_tool_execution_errors(executor: tools.RustToolExecutor) -> None:
+    class Stop(BaseException):
+        pass
+
+    def forever(a: int, b: int) -> int:
+        return forever(a, b)
+
+    def raises_recursion(a: int, b: int) -> int:
+        raise RecursionError("deliberate")
+
+    def stops(a: int, b: int) -> int:
+        raise Stop("a BaseException")
+
+    def sleeps(a: int, b: int) -> int:
+        import time
+
+        time.sleep(30)
+        return 0
+
+    for name, fn in (("forever", forever), ("raises_recursion", raises_recursion), ("stops", stops)):
+        executor.register(_function_tool(name, fn))
+    with pytest.raises(tools.ToolExecutionError, match="tool 'forever': recursed past the recursion limit"):
+        executor.execute_tool("forever", {"a": 1, "b": 2})
+    with pytest.raises(tools.ToolExecutionError, match="(?s)tool 'raises_recursion': recursed .*deliberate"):
+        executor.execute_tool("raises_recursion", {"a": 1, "b": 2})
+    with pytest.raises(tools.ToolExecutionError, match="tool 'stops': Stop: a BaseException"):
+        executor.execute_tool("stops", {"a": 1, "b": 2})
+    quick = tools.RustToolExecutor(timeout=0.2)
+    try:
+        quick.register(_function_tool("sleeps", sleeps))
+        with pytest.raises(tools.ToolExecutionError, match=r"tool 'sleeps': timed out after 0.2 seconds"):
+            quick.execute_tool("sleeps", {"a": 1, "b": 2})
+    finally:
+        quick.shutdown()
+
+
+def test_a_deeper_recursion_limit_for_tools_is_restored_after() -> None:
+    def deep(a: int, b: int) -> int:
+        return 0 if a == 0 else 1 + deep(a - 1, b)
+
+    before = sys.getrecursionlimit()
+    roomy = tools.RustToolExecutor(max_recursion_depth=20_000, timeout=60)
+    try:
+        roomy.register(_function_tool("deep", deep))
+        assert roomy.execute_tool("deep", {"a": 10_000, "b": 0}) == 10_000
+    finally:
+        roomy.shutdown()
+    assert sys.getrecursionlimit() == before
+    with pytest.raises(ValueError, match="max_recursion_depth must be at least 50"):
+        tools.RustToolExecutor(max_recursion_depth=3)
+
+
+def test_a_tool_whose_schema_is_too_deep_is_refused_at_registration(executor: tools.RustToolExecutor) -> None:
+    with pytest.raises(tools.ToolSchemaError, match="tool 'too_deep': .*past 800 levels"):
+        executor.register(_function_tool("too_deep", lambda **kw: 0, _deep_model(450)))
+    assert executor.tool_names() == []
