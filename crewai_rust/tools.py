@@ -37,6 +37,7 @@ upstream Python, and the patched function then runs upstream's body.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import weakref
@@ -47,8 +48,8 @@ from crewai_rust._backend import decider
 
 __all__ = [
     "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "RustToolExecutor", "ToolExecutionError", "ToolSchemaError",
-    "argument_names", "bounded_refs", "json_copy", "model_description", "sanitized_name", "select_tool",
-    "tool_description",
+    "agent_tool_executor", "argument_names", "bounded_refs", "json_copy", "model_description", "sanitized_name",
+    "select_tool", "tool_description", "tool_runner",
 ]
 
 _on_rust = decider("tools")
@@ -520,5 +521,62 @@ class RustToolExecutor:
         with _recursion_limit_at_least(self.max_recursion_depth):
             return fn(*args, **kwargs)
 
+    def call_for_agent(self, tool_name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` for an agent's tool call: the tool's own exceptions come
+        back as themselves (the agent shows them as upstream's tool-error
+        observation); a ``BaseException`` that is not an ``Exception`` (which
+        upstream lets end the crew, or hang an async task) and a timeout become
+        :class:`ToolExecutionError`."""
+        future = self._pool.submit(self._guarded, fn, args, kwargs)
+        try:
+            return future.result(timeout=self.timeout)
+        except TimeoutError:
+            if future.done():
+                raise
+            future.cancel()
+            raise ToolExecutionError(tool_name, f"timed out after {self.timeout} seconds") from None
+        except (*_PASS_THROUGH, Exception):
+            raise
+        except BaseException as error:
+            raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def _agent_tool_timeout() -> float | None:
+    raw = os.environ.get("CREWAI_RUST_TOOL_TIMEOUT", "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"CREWAI_RUST_TOOL_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"CREWAI_RUST_TOOL_TIMEOUT must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+_agent_executor: RustToolExecutor | None = None
+_agent_executor_lock = threading.Lock()
+AGENT_TOOL_STACK_BYTES = 64 * 1024 * 1024
+
+
+def agent_tool_executor() -> RustToolExecutor:
+    """The executor agents' tool calls run on: 64 MiB tool threads, no time
+    limit unless ``CREWAI_RUST_TOOL_TIMEOUT`` (seconds) is set."""
+    global _agent_executor
+    with _agent_executor_lock:
+        if _agent_executor is None:
+            _agent_executor = RustToolExecutor(stack_size=AGENT_TOOL_STACK_BYTES, timeout=_agent_tool_timeout())
+        return _agent_executor
+
+
+def tool_runner() -> Callable[..., Any] | None:
+    """How ``BaseTool.run`` and ``CrewStructuredTool.invoke`` call a tool's
+    body on the fork: ``runner(tool_name, fn, *args, **kwargs)`` on a tool
+    thread (:meth:`RustToolExecutor.call_for_agent`); None when the tools
+    component is off (the body runs on the caller's thread, as upstream's)."""
+    if not _on_rust():
+        return None
+    return agent_tool_executor().call_for_agent

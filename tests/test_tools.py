@@ -387,3 +387,106 @@ def test_a_tool_whose_schema_is_too_deep_is_refused_at_registration(executor: to
     with pytest.raises(tools.ToolSchemaError, match="tool 'too_deep': .*past 800 levels"):
         executor.register(_function_tool("too_deep", lambda **kw: 0, _deep_model(450)))
     assert executor.tool_names() == []
+
+
+# --------------------------------------------------------------------------- an agent's tool calls
+
+
+class _ToolDied(BaseException):
+    pass
+
+
+def _calling_llm(native: bool, tool_name: str, seen: list[str]) -> Any:
+    """An instant LLM that calls ``tool_name`` once, records the tool's
+    observation, then answers."""
+    from crewai_rust.bench.tasks import _instant_llm_class
+
+    class OneCallLLM(_instant_llm_class()):  # type: ignore[misc]
+        native_calls: bool = native
+
+        def respond(self, messages: list[Any]) -> Any:
+            if self.native_calls:
+                results = [str(m.get("content", "")) for m in messages if m.get("role") == "tool"]
+            else:  # the messages after the assistant's Action carry its Observation
+                acted = [i for i, m in enumerate(messages)
+                         if m.get("role") == "assistant" and f"Action: {tool_name}" in str(m.get("content", ""))]
+                results = [str(m.get("content", "")) for m in messages[acted[0]:]] if acted else []
+            if results:
+                seen.append("\n".join(results))
+                return "done" if self.native_calls else "Thought: I know\nFinal Answer: done"
+            if self.native_calls:
+                return [{"id": "call_0", "type": "function",
+                         "function": {"name": tool_name, "arguments": '{"a": 1, "b": 2}'}}]
+            return f'Thought: use it\nAction: {tool_name}\nAction Input: {{"a": 1, "b": 2}}'
+
+        def supports_function_calling(self) -> bool:
+            return self.native_calls
+
+    return OneCallLLM(model="one-call")
+
+
+def _crew_with_tool(native: bool, tool: Any, seen: list[str]) -> Any:
+    from crewai import Agent, Crew, Task
+
+    agent = Agent(role="r", goal="g", backstory="b", llm=_calling_llm(native, tool.name, seen), tools=[tool],
+                  verbose=False, max_iter=4)
+    return Crew(agents=[agent], tasks=[Task(description="use the tool", expected_output="x", agent=agent)],
+                verbose=False)
+
+
+@WATCHDOG
+@pytest.mark.parametrize("native", [True, False], ids=["native", "react"])
+def test_a_tool_raising_a_base_exception_is_an_observation_and_the_crew_goes_on(native: bool) -> None:
+    def dies(a: int, b: int) -> int:
+        raise _ToolDied("the client library gave up")
+
+    seen: list[str] = []
+    with every_component_forced("python"), pytest.raises(_ToolDied):  # upstream: the crew ends with it
+        _crew_with_tool(native, _function_tool("dies", dies), seen).kickoff()
+    seen.clear()
+    with every_component_forced("rust"):
+        output = _crew_with_tool(native, _function_tool("dies", dies), seen).kickoff()
+    assert output.raw == "done"
+    assert any("the client library gave up" in observation for observation in seen)
+
+
+@WATCHDOG
+@pytest.mark.parametrize("native", [True, False], ids=["native", "react"])
+def test_a_tool_error_reads_the_same_on_both_backends(native: bool) -> None:
+    def fails(a: int, b: int) -> int:
+        raise ValueError("bad input for the tool")
+
+    observations = {}
+    for backend in ("python", "rust"):
+        seen: list[str] = []
+        with every_component_forced(backend):  # type: ignore[arg-type]
+            output = _crew_with_tool(native, _function_tool("fails", fails), seen).kickoff()
+        assert output.raw == "done"
+        observations[backend] = seen
+    assert observations["rust"] == observations["python"]
+    assert any("bad input for the tool" in observation for observation in observations["rust"])
+
+
+@WATCHDOG
+def test_a_tool_past_the_timeout_is_an_observation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def hangs(a: int, b: int) -> int:
+        release.wait(60)
+        return 0
+
+    monkeypatch.setenv("CREWAI_RUST_TOOL_TIMEOUT", "0.3")
+    monkeypatch.setattr(tools, "_agent_executor", None)
+    seen: list[str] = []
+    try:
+        with every_component_forced("rust"):
+            output = _crew_with_tool(True, _function_tool("hangs", hangs), seen).kickoff()
+    finally:
+        release.set()
+        if tools._agent_executor is not None:
+            tools._agent_executor.shutdown()
+        monkeypatch.setattr(tools, "_agent_executor", None)
+    assert output.raw == "done"
+    assert any("timed out after 0.3 seconds" in observation for observation in seen)
