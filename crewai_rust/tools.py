@@ -48,7 +48,8 @@ from crewai_rust._backend import decider
 
 __all__ = [
     "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "RustToolExecutor", "ToolExecutionError", "ToolSchemaError",
-    "agent_tool_executor", "argument_names", "bounded_refs", "json_copy", "model_description", "sanitized_name",
+    "agent_tool_executor", "argument_names", "bounded_refs", "json_copy", "model_description",
+    "model_from_json_schema", "sanitized_name",
     "select_tool", "tool_description", "tool_runner",
 ]
 
@@ -264,6 +265,29 @@ def tool_description(name: str, args_schema: type | None, description: str,
             except TypeError:
                 pass
     return block
+
+
+def model_from_json_schema(tool_name: str, json_schema: Any, compute: Callable[[], type]) -> type | None:
+    """``compute()`` (an MCP tool's argument model built from its JSON schema by
+    upstream's ``create_model_from_schema``), guarded: a schema nesting past
+    :data:`MAX_SCHEMA_NESTING` is refused and one that recurses too deep for
+    this thread is built on the deep-schema thread; past either,
+    :class:`ToolSchemaError` names the tool. None when the tools component is
+    off (upstream builds it unguarded)."""
+    if not _on_rust():
+        return None
+    nesting = _nesting(json_schema)
+    if nesting > MAX_SCHEMA_NESTING:
+        raise ToolSchemaError(f"tool {tool_name!r}: its input schema nests {nesting} levels deep; crewai_rust "
+                              f"refuses schemas past {MAX_SCHEMA_NESTING} levels")
+    try:
+        return compute()
+    except RecursionError:
+        try:
+            return _run_deep(compute)  # type: ignore[no-any-return]
+        except RecursionError:
+            raise ToolSchemaError(f"tool {tool_name!r}: its input schema nests too deep to build a model "
+                                  "from") from None
 
 
 # --------------------------------------------------------------------------- repeated definitions

@@ -490,3 +490,24 @@ def test_a_tool_past_the_timeout_is_an_observation(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(tools, "_agent_executor", None)
     assert output.raw == "done"
     assert any("timed out after 0.3 seconds" in observation for observation in seen)
+
+
+def _deep_json_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": {"value": {"type": "integer"}}}
+    for _ in range(levels - 1):
+        schema = {"type": "object", "properties": {"child": schema}}
+    return schema
+
+
+@WATCHDOG
+def test_mcp_discovery_builds_deep_input_schemas_and_refuses_past_the_bound() -> None:
+    from crewai.mcp.tool_resolver import MCPToolResolver
+
+    deep = _deep_json_schema(300)
+    with forced_backend("tools", "python"), pytest.raises(RecursionError):
+        MCPToolResolver._json_schema_to_pydantic("deep_tool", deep)
+    with forced_backend("tools", "rust"):
+        model = MCPToolResolver._json_schema_to_pydantic("deep_tool", deep)
+        assert "child" in model.model_fields
+        with pytest.raises(tools.ToolSchemaError, match="tool 'too_deep': its input schema nests 1001 levels"):
+            MCPToolResolver._json_schema_to_pydantic("too_deep", _deep_json_schema(500))
