@@ -29,6 +29,17 @@ these parts here:
   similarity twice per call; :func:`select_tool` returns the tool whose
   name is exactly the one asked for first, which is the tool upstream's
   sort puts first, and leaves misses to upstream's fuzzy match.
+* **Per-call lookups.** :func:`sanitized_name` keeps each tool name's
+  sanitized form; :func:`argument_names` keeps a model's argument names
+  (``ToolUsage`` built a whole JSON schema per call to read them).
+* **Tool calls on tool threads.** :class:`RustToolExecutor` runs a tool's
+  body on a worker thread created natively with a large stack. Agents'
+  calls go through :func:`tool_runner`: the tool's own exceptions come back
+  unchanged (upstream's tool-error observation), while a ``BaseException``
+  that is not an ``Exception`` or a call past ``CREWAI_RUST_TOOL_TIMEOUT``
+  becomes a :class:`ToolExecutionError` the agent sees the same way.
+* **MCP discovery.** :func:`model_from_json_schema` guards building an MCP
+  tool's argument model from its input schema the same way.
 
 Each hook returns None (or does nothing) when the component resolves to
 upstream Python, and the patched function then runs upstream's body.
