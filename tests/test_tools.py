@@ -246,10 +246,12 @@ def _deep_tool_llm(native: bool) -> Any:
 
 @WATCHDOG
 @pytest.mark.parametrize("native", [True, False], ids=["native", "react"])
-@pytest.mark.parametrize("levels", [35, 120, 450])
+@pytest.mark.parametrize("levels", [20, 35, 60, 120, 200, 300, 400])
 def test_a_deep_tool_schema_through_kickoff(native: bool, levels: int) -> None:
-    """A crew whose tool nests ``levels`` models: the tool runs (or, past the
-    bound, kickoff fails naming it), never a RecursionError."""
+    """A crew whose tool nests ``levels`` models: the tool runs or, past the
+    bound (800 nested JSON containers once described: the native path's
+    schema keeps its null branches and nests deeper per level), kickoff fails
+    naming it before the first LLM call; never a RecursionError."""
     from crewai import Agent, Crew, Task
     from crewai.tools import BaseTool
 
@@ -276,11 +278,14 @@ def test_a_deep_tool_schema_through_kickoff(native: bool, levels: int) -> None:
     crew = Crew(agents=[agent], tasks=[Task(description="use the tool", expected_output="x", agent=agent)],
                 verbose=False)
     with every_component_forced("rust"):
-        if levels >= 400:
-            with pytest.raises(tools.ToolSchemaError, match="tool 'deep_tool'"):
-                crew.kickoff()
+        try:
+            output = crew.kickoff()
+        except tools.ToolSchemaError as error:
+            assert "tool 'deep_tool'" in str(error)
+            assert "past 800 levels" in str(error)
+            assert levels >= 200, f"refused at {levels} levels"
+            assert ran == []
             return
-        output = crew.kickoff()
     assert output.raw == "done"
     assert ran == [1]
 
@@ -450,21 +455,34 @@ def test_a_tool_raising_a_base_exception_is_an_observation_and_the_crew_goes_on(
     assert any("the client library gave up" in observation for observation in seen)
 
 
+def _fails(a: int, b: int) -> int:
+    raise ValueError("bad input for the tool")
+
+
+def _recurses_forever(a: int, b: int) -> int:
+    return _recurses_forever(a, b)
+
+
+def _raises_recursion_error(a: int, b: int) -> int:
+    raise RecursionError("the tool gave up recursing")
+
+
 @WATCHDOG
 @pytest.mark.parametrize("native", [True, False], ids=["native", "react"])
-def test_a_tool_error_reads_the_same_on_both_backends(native: bool) -> None:
-    def fails(a: int, b: int) -> int:
-        raise ValueError("bad input for the tool")
-
+@pytest.mark.parametrize(("body", "said"), [(_fails, "bad input for the tool"),
+                                            (_recurses_forever, "maximum recursion depth exceeded"),
+                                            (_raises_recursion_error, "the tool gave up recursing")],
+                         ids=["raises", "recurses-forever", "raises-recursion-error"])
+def test_a_tool_error_reads_the_same_on_both_backends(native: bool, body: Any, said: str) -> None:
     observations = {}
     for backend in ("python", "rust"):
         seen: list[str] = []
         with every_component_forced(backend):  # type: ignore[arg-type]
-            output = _crew_with_tool(native, _function_tool("fails", fails), seen).kickoff()
+            output = _crew_with_tool(native, _function_tool("fails", body), seen).kickoff()
         assert output.raw == "done"
         observations[backend] = seen
     assert observations["rust"] == observations["python"]
-    assert any("bad input for the tool" in observation for observation in observations["rust"])
+    assert any(said in observation for observation in observations["rust"])
 
 
 @WATCHDOG
