@@ -898,19 +898,26 @@ def pooled_kickoff(kickoff: Callable[..., T], *args: Any) -> asyncio.Future[T] |
 class _DeadlineExecutor:
     """What ``Agent._execute_with_timeout`` runs an execution with on the fork,
     in place of a new ``ThreadPoolExecutor``: the execution runs on the shared
-    pool, ``future.cancel()`` after the deadline stops it before its next step,
-    and leaving the ``with`` block does not wait for it. Upstream's block waits
-    for the timed-out execution to end (its LLM call, its further steps)
-    before the ``TimeoutError`` it raised reaches the caller."""
+    pool, and ``future.cancel()`` after the deadline stops it before its next
+    step. Leaving the ``with`` block waits for it to stop, as upstream's block
+    waits (nothing of it outlives the call: an LLM request of it still in
+    flight ends first), but where upstream's execution goes on through its
+    further steps (a tool call, another LLM call), the fork's ends at the
+    running one."""
+
+    def __init__(self) -> None:
+        self._futures: list[concurrent.futures.Future[Any]] = []
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        return None
+        concurrent.futures.wait(self._futures)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
-        return default_task_executor().submit_cancellable(fn, *args, **kwargs)
+        future = default_task_executor().submit_cancellable(fn, *args, **kwargs)
+        self._futures.append(future)
+        return future
 
 
 def deadline_executor() -> Any:
