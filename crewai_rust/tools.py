@@ -463,6 +463,10 @@ class ToolExecutionError(Exception):
         self.tool_name = tool_name
 
 
+class _TimedOut(ToolExecutionError):
+    """A tool call past its executor's timeout."""
+
+
 # What a tool's exception passes through as itself: stopping the process is not a tool failure.
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit)
 DEFAULT_TOOL_STACK_BYTES = 256 * 1024 * 1024
@@ -535,26 +539,14 @@ class RustToolExecutor:
 
     def call(self, tool_name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` as a call of the tool ``tool_name`` on a tool thread."""
-        future = self._pool.submit(self._guarded, fn, args, kwargs)
         try:
-            return future.result(timeout=self.timeout)
-        except TimeoutError:
-            if future.done():
-                raise
-            future.cancel()
-            raise ToolExecutionError(tool_name, f"timed out after {self.timeout} seconds") from None
-        except _PASS_THROUGH:
+            return self._on_tool_thread(tool_name, fn, args, kwargs)
+        except (_TimedOut, *_PASS_THROUGH):
             raise
         except RecursionError as error:
             raise ToolExecutionError(tool_name, f"recursed past the recursion limit ({error})") from error
         except BaseException as error:
             raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
-
-    def _guarded(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.max_recursion_depth is None:
-            return fn(*args, **kwargs)
-        with _recursion_limit_at_least(self.max_recursion_depth):
-            return fn(*args, **kwargs)
 
     def call_for_agent(self, tool_name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """:meth:`call` for an agent's tool call: the tool's own exceptions come
@@ -562,18 +554,30 @@ class RustToolExecutor:
         observation); a ``BaseException`` that is not an ``Exception`` (which
         upstream lets end the crew, or hang an async task) and a timeout become
         :class:`ToolExecutionError`."""
-        future = self._pool.submit(self._guarded, fn, args, kwargs)
         try:
-            return future.result(timeout=self.timeout)
-        except TimeoutError:
-            if future.done():
-                raise
-            future.cancel()
-            raise ToolExecutionError(tool_name, f"timed out after {self.timeout} seconds") from None
+            return self._on_tool_thread(tool_name, fn, args, kwargs)
         except (*_PASS_THROUGH, Exception):
             raise
         except BaseException as error:
             raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
+
+    def _on_tool_thread(self, tool_name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+        """``fn`` on a tool thread, within the timeout (past it, :class:`_TimedOut`)."""
+        future = self._pool.submit(self._guarded, fn, args, kwargs)
+        try:
+            return future.result(timeout=self.timeout)
+        except TimeoutError:
+            if future.done():  # the tool's own TimeoutError
+                raise
+            future.cancel()
+            raise _TimedOut(tool_name, f"timed out after {self.timeout} seconds") from None
+
+    def _guarded(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.max_recursion_depth is None:
+            return fn(*args, **kwargs)
+        with _recursion_limit_at_least(self.max_recursion_depth):
+            return fn(*args, **kwargs)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)
