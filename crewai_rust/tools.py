@@ -31,7 +31,10 @@ these parts here:
   sort puts first, and leaves misses to upstream's fuzzy match.
 * **Per-call lookups.** :func:`sanitized_name` keeps each tool name's
   sanitized form; :func:`argument_names` keeps a model's argument names
-  (``ToolUsage`` built a whole JSON schema per call to read them).
+  (``ToolUsage`` built a whole JSON schema per call to read them);
+  :class:`ToolListText` leaves ``ToolUsage``'s two lists of all the tools to
+  their first read; :func:`signature_checked` inspects a tool function's
+  signature once per function and schema rather than twice per task.
 * **Tool calls on tool threads.** :class:`RustToolExecutor` runs a tool's
   body on a worker thread created natively with a large stack. Agents'
   calls go through :func:`tool_runner`: the tool's own exceptions come back
@@ -51,6 +54,7 @@ import contextlib
 import os
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -58,10 +62,11 @@ from typing import Any
 from crewai_rust._backend import decider
 
 __all__ = [
-    "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "RustToolExecutor", "ToolExecutionError", "ToolSchemaError",
-    "agent_tool_executor", "argument_names", "bounded_refs", "json_copy", "model_description",
+    "MAX_INLINED_NODES", "MAX_SCHEMA_NESTING", "RustToolExecutor", "ToolExecutionError", "ToolListText",
+    "ToolSchemaError",
+    "agent_tool_executor", "argument_names", "async_tool_runner", "bounded_refs", "json_copy", "model_description",
     "model_from_json_schema", "sanitized_name",
-    "select_tool", "tool_description", "tool_runner",
+    "select_tool", "signature_checked", "tool_description", "tool_runner",
 ]
 
 _on_rust = decider("tools")
@@ -400,6 +405,39 @@ def sanitized_name(name: str, max_length: int, compute: Callable[[str, int], str
     return sanitized
 
 
+class ToolListText:
+    """A text ``ToolUsage`` renders from all its tools (the ReAct tool block,
+    the tool names): upstream renders both for every ``ToolUsage``, that is
+    every ReAct tool call, though only error replies and every third result
+    read them. With the component on (:meth:`deferred` at construction) the
+    text is rendered from the instance's ``tools`` at its first read; a value
+    assigned is kept as upstream's attribute would be."""
+
+    def __init__(self, render: Callable[[Any], str]) -> None:
+        self.render = render
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @staticmethod
+    def deferred() -> bool:
+        """Whether a ``ToolUsage`` built now leaves the rendering to the first read."""
+        return _on_rust()
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            text = obj.__dict__[self.name] = self.render(obj.tools)
+            return text
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
 # model class -> (its core schema object, the names of its JSON schema's properties)
 _argument_names: weakref.WeakKeyDictionary[type, tuple[Any, frozenset[str]]] = weakref.WeakKeyDictionary()
 
@@ -432,6 +470,47 @@ def argument_names(model: type) -> frozenset[str] | None:
         except TypeError:
             pass
     return found
+
+
+# plain function -> {(bound?, args schema class): what the check saw}
+_checked_signatures: weakref.WeakKeyDictionary[Any, dict[tuple[bool, type], tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary())
+_MAX_SCHEMAS_PER_FUNCTION = 16
+
+
+def _signature_inputs(function: Any, args_schema: type) -> tuple[Any, ...]:
+    # What inspect.signature and the field check read: reassigned code or
+    # defaults, or a rebuilt schema, is a new check.
+    return (function.__code__, function.__defaults__, function.__kwdefaults__,
+            _schema_identity(args_schema), args_schema.__dict__.get("__pydantic_fields__"))
+
+
+def signature_checked(func: Any, args_schema: type, check: Callable[[], None]) -> bool:
+    """Run ``check()`` (upstream's ``_validate_function_signature``: an
+    ``inspect.signature`` of the tool's function, for every tool of every
+    task, twice) once per function and argument schema while neither
+    changes; a check that raises is not kept. False when the tools component
+    is off, or for callables other than functions and methods (the caller
+    then checks them itself)."""
+    if not _on_rust():
+        return False
+    bound = isinstance(func, types.MethodType)
+    function = func.__func__ if bound else func
+    if type(function) is not types.FunctionType or (
+            "__signature__" in function.__dict__ or "__wrapped__" in function.__dict__):
+        return False  # a signature given or taken from elsewhere: not followed here
+    key = (bound, args_schema)
+    inputs = _signature_inputs(function, args_schema)
+    seen = _checked_signatures.get(function)
+    if seen is not None and seen.get(key) == inputs:
+        return True
+    check()
+    if seen is None:
+        seen = _checked_signatures.setdefault(function, {})
+    if len(seen) >= _MAX_SCHEMAS_PER_FUNCTION:
+        seen.clear()
+    seen[key] = inputs
+    return True
 
 
 # --------------------------------------------------------------------------- tool selection
@@ -561,6 +640,39 @@ class RustToolExecutor:
         except BaseException as error:
             raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
 
+    async def acall_for_agent(self, tool_name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call_for_agent` for a caller that awaits the tool (``arun``,
+        ``ainvoke``). A coroutine function (an async tool's body) runs on the
+        caller's event loop, where its clients live; any other callable runs
+        on a tool thread, awaited without blocking the loop (upstream: the
+        loop's default executor). Within the timeout either way, and a
+        ``BaseException`` that is not an ``Exception`` becomes
+        :class:`ToolExecutionError`, except the cancellation of the awaiting
+        task itself, which goes on as a cancellation."""
+        import asyncio
+
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                try:
+                    if asyncio.iscoroutinefunction(fn):
+                        return await fn(*args, **kwargs)
+                    return await asyncio.wrap_future(self._pool.submit(self._guarded, fn, args, kwargs))
+                except asyncio.CancelledError as error:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():  # the caller's cancellation, or the deadline
+                        raise
+                    raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
+        except TimeoutError:
+            if deadline.expired():
+                raise _TimedOut(tool_name, f"timed out after {self.timeout} seconds") from None
+            raise
+        except (*_PASS_THROUGH, Exception):
+            raise
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            raise ToolExecutionError(tool_name, f"{type(error).__name__}: {error}") from error
+
     def _on_tool_thread(self, tool_name: str, fn: Callable[..., Any], args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Any:
         """``fn`` on a tool thread, within the timeout (past it, :class:`_TimedOut`)."""
@@ -619,3 +731,13 @@ def tool_runner() -> Callable[..., Any] | None:
     if not _on_rust():
         return None
     return agent_tool_executor().call_for_agent
+
+
+def async_tool_runner() -> Callable[..., Any] | None:
+    """How ``BaseTool.arun``, ``Tool.arun`` and ``CrewStructuredTool.ainvoke``
+    await a tool's body on the fork: ``await runner(tool_name, fn, *args,
+    **kwargs)`` (:meth:`RustToolExecutor.acall_for_agent`); None when the
+    tools component is off (upstream awaits it directly)."""
+    if not _on_rust():
+        return None
+    return agent_tool_executor().acall_for_agent

@@ -219,6 +219,73 @@ def test_a_sanitized_name_is_upstreams(name: str) -> None:
         assert sanitize_tool_name(name) == upstream  # from the cache
 
 
+def test_a_tool_usage_renders_its_tool_lists_as_upstream_at_first_read() -> None:
+    from crewai.tools.tool_usage import ToolUsage
+
+    from crewai_rust.bench.tasks import other_tools
+
+    structured = [tool.to_structured_tool() for tool in other_tools(5)]
+
+    def lists(backend: str) -> tuple[str, str]:
+        with forced_backend("tools", backend):  # type: ignore[arg-type]
+            usage = ToolUsage(tools_handler=None, tools=structured, task=None, function_calling_llm=None)
+        deferred = "tools_description" not in vars(usage)
+        assert deferred == (backend == "rust")
+        return usage.tools_description, usage.tools_names
+
+    upstream = lists("python")
+    assert "lookup_source_4" in upstream[1]
+    assert lists("rust") == upstream
+    with forced_backend("tools", "rust"):
+        usage = ToolUsage(tools_handler=None, tools=structured, task=None, function_calling_llm=None)
+    usage.tools_names = "assigned"
+    assert usage.tools_names == "assigned"
+    reminder = usage._remember_format("result")
+    assert "only one name of [assigned]" in reminder
+    assert upstream[0] in reminder
+
+
+def _method_tool_class() -> type:
+    from crewai.tools import BaseTool
+
+    class Pair(BaseModel):
+        a: int
+
+    class PairTool(BaseTool):
+        name: str = "pair"
+        description: str = "pairs"
+        args_schema: type[BaseModel] = Pair
+
+        def _run(self, a: int, b: int = 1) -> str:
+            return f"{a},{b}"
+
+    return PairTool
+
+
+@pytest.mark.parametrize("backend", ["python", "rust"])
+def test_a_function_signature_is_checked_again_when_it_changes(backend: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signature check is kept per function and schema; a function whose
+    defaults change is checked again (``b`` loses its default: not in the schema)."""
+    import inspect
+
+    inspected: list[Any] = []
+    signature = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda fn, **kw: inspected.append(fn) or signature(fn, **kw))
+    tool_class = _method_tool_class()
+    with forced_backend("tools", backend):  # type: ignore[arg-type]
+        tool = tool_class()
+        assert tool.to_structured_tool().invoke({"a": 2}) == "2,1"
+        assert tool.to_structured_tool().invoke({"a": 3}) == "3,1"
+        checks = sum(1 for fn in inspected if getattr(fn, "__func__", None) is tool_class._run)
+        assert checks == (1 if backend == "rust" else 2)
+        tool_class._run.__defaults__ = None
+        with pytest.raises(ValueError, match="Required function parameter 'b' not found in args_schema"):
+            tool.to_structured_tool()
+        tool_class._run.__defaults__ = (5,)
+        assert tool.to_structured_tool().invoke({"a": 4}) == "4,5"
+
+
 # --------------------------------------------------------------------------- through kickoff
 
 
@@ -508,6 +575,166 @@ def test_a_tool_past_the_timeout_is_an_observation(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(tools, "_agent_executor", None)
     assert output.raw == "done"
     assert any("timed out after 0.3 seconds" in observation for observation in seen)
+
+
+# --------------------------------------------------------------------------- awaited tool calls
+
+
+def _thread_name() -> str:
+    """The calling thread's Python name and OS name (a natively created tool
+    thread has only the second; a Python thread only the first)."""
+    import threading
+
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
+        return f"{threading.current_thread().name}/{comm.read().strip()}"
+
+
+@WATCHDOG
+@pytest.mark.parametrize("backend", ["python", "rust"])
+def test_an_awaited_sync_tool_runs_on_a_tool_thread_without_blocking_the_loop(backend: str) -> None:
+    import asyncio
+    import threading
+
+    from crewai.tools.structured_tool import CrewStructuredTool
+
+    entered, release = threading.Event(), threading.Event()
+
+    def add(a: int, b: int) -> str:
+        entered.set()
+        release.wait(30)
+        return f"{a + b} on {_thread_name()}"
+
+    structured = CrewStructuredTool.from_function(add, name="add", description="adds")
+
+    async def main() -> str:
+        call = asyncio.ensure_future(structured.ainvoke({"a": 1, "b": 2}))
+        while not entered.is_set():  # the loop turns while the tool runs
+            await asyncio.sleep(0.01)
+        release.set()
+        return await call
+
+    with forced_backend("tools", backend):  # type: ignore[arg-type]
+        result = asyncio.run(main())
+    python_name, os_name = result.removeprefix("3 on ").split("/")
+    if backend == "rust":
+        assert os_name.startswith("crewai-"), result
+    else:  # upstream: the loop's default executor
+        assert python_name.startswith("asyncio_"), result
+
+
+class _AsyncTool:
+    """A ``BaseTool`` whose async body is ``body``."""
+
+    def __new__(cls, body: Any) -> Any:
+        from crewai.tools import BaseTool
+
+        class AsyncTool(BaseTool):
+            name: str = "async_tool"
+            description: str = "awaits"
+            args_schema: type[BaseModel] = _Add
+
+            def _run(self, a: int, b: int) -> Any:
+                raise NotImplementedError
+
+            async def _arun(self, a: int, b: int) -> Any:
+                return await body(a, b)
+
+        return AsyncTool()
+
+
+@WATCHDOG
+def test_an_async_tool_raising_a_base_exception_is_a_tool_execution_error() -> None:
+    import asyncio
+
+    from crewai.tools.structured_tool import CrewStructuredTool
+
+    async def dies(a: int, b: int) -> int:
+        raise _ToolDied("the async client gave up")
+
+    async def cancels_itself(a: int, b: int) -> int:
+        raise asyncio.CancelledError("the tool's own cancellation")
+
+    async def adds(a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    with forced_backend("tools", "python"), pytest.raises(_ToolDied):  # upstream: it reaches the caller
+        asyncio.run(_AsyncTool(dies).arun(a=1, b=2))
+    with forced_backend("tools", "rust"):
+        assert asyncio.run(_AsyncTool(adds).arun(a=1, b=2)) == 3
+        with pytest.raises(tools.ToolExecutionError, match="tool 'async_tool': _ToolDied: the async client gave up"):
+            asyncio.run(_AsyncTool(dies).arun(a=1, b=2))
+        with pytest.raises(tools.ToolExecutionError, match="CancelledError: the tool's own cancellation"):
+            asyncio.run(_AsyncTool(cancels_itself).arun(a=1, b=2))
+        structured = CrewStructuredTool.from_function(dies, name="dies", description="dies")
+        with pytest.raises(tools.ToolExecutionError, match="tool 'dies': _ToolDied"):
+            asyncio.run(structured.ainvoke({"a": 1, "b": 2}))
+
+
+@WATCHDOG
+def test_cancelling_the_caller_of_an_async_tool_still_cancels_it() -> None:
+    import asyncio
+
+    started: list[int] = []
+    finished: list[int] = []
+
+    async def slow(a: int, b: int) -> int:
+        started.append(1)
+        await asyncio.sleep(30)
+        finished.append(1)
+        return 0
+
+    async def main() -> None:
+        call = asyncio.ensure_future(_AsyncTool(slow).arun(a=1, b=2))
+        while not started:
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    with forced_backend("tools", "rust"):
+        asyncio.run(main())
+    assert finished == []
+
+
+@WATCHDOG
+@pytest.mark.parametrize("body", ["async", "sync"])
+def test_an_awaited_tool_past_the_timeout_is_a_tool_execution_error(body: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    from crewai.tools.structured_tool import CrewStructuredTool
+
+    release = threading.Event()
+
+    async def hangs_async(a: int, b: int) -> int:
+        await asyncio.sleep(30)
+        return 0
+
+    def hangs(a: int, b: int) -> int:
+        release.wait(30)
+        return 0
+
+    async def raises_its_own_timeout(a: int, b: int) -> int:
+        raise TimeoutError("the service timed out")
+
+    structured = CrewStructuredTool.from_function(hangs_async if body == "async" else hangs, name="hangs",
+                                                  description="hangs")
+    own_timeout = CrewStructuredTool.from_function(raises_its_own_timeout, name="own", description="own")
+    monkeypatch.setenv("CREWAI_RUST_TOOL_TIMEOUT", "0.3")
+    monkeypatch.setattr(tools, "_agent_executor", None)
+    try:
+        with forced_backend("tools", "rust"):
+            with pytest.raises(tools.ToolExecutionError, match="tool 'hangs': timed out after 0.3 seconds"):
+                asyncio.run(structured.ainvoke({"a": 1, "b": 2}))
+            with pytest.raises(TimeoutError, match="the service timed out"):  # the tool's own: unchanged
+                asyncio.run(own_timeout.ainvoke({"a": 1, "b": 2}))
+    finally:
+        release.set()
+        if tools._agent_executor is not None:
+            tools._agent_executor.shutdown()
+        monkeypatch.setattr(tools, "_agent_executor", None)
 
 
 def _deep_json_schema(levels: int) -> dict[str, Any]:
