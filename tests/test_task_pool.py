@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,9 +34,23 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 # --------------------------------------------------------------------------- the pool
 
 
+@pytest.fixture
+def pool() -> Iterator[Callable[[int], tasks.RustTaskExecutor]]:
+    """Makes pools of a given bound; each is shut down after the test."""
+    made: list[tasks.RustTaskExecutor] = []
+
+    def make(max_concurrency: int) -> tasks.RustTaskExecutor:
+        made.append(tasks.RustTaskExecutor(max_concurrency=max_concurrency))
+        return made[-1]
+
+    yield make
+    for executor in made:
+        executor.shutdown()
+
+
 @WATCHDOG
-def test_results_come_back_in_input_order_within_the_bound() -> None:
-    executor = tasks.RustTaskExecutor(max_concurrency=4)
+def test_results_come_back_in_input_order_within_the_bound(pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+    executor = pool(4)
     running, most = 0, 0
     lock = threading.Lock()
 
@@ -53,33 +67,27 @@ def test_results_come_back_in_input_order_within_the_bound() -> None:
 
         return call
 
-    try:
-        assert executor.execute_concurrent_tasks([work(i) for i in range(40)]) == list(range(40))
-        assert most <= 4
-        assert executor.stats().peak_workers <= 4
-    finally:
-        executor.shutdown()
+    assert executor.execute_concurrent_tasks([work(i) for i in range(40)]) == list(range(40))
+    assert most <= 4
+    assert executor.stats().peak_workers <= 4
 
 
 @WATCHDOG
-def test_a_thousand_tiny_tasks_do_not_make_a_thousand_threads() -> None:
-    executor = tasks.RustTaskExecutor(max_concurrency=8)
+def test_a_thousand_tiny_tasks_do_not_make_a_thousand_threads(pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+    executor = pool(8)
     threads_seen: set[int] = set()
 
     def tiny(i: int) -> Any:
         return lambda: (threads_seen.add(threading.get_ident()), i)[1]
 
-    try:
-        assert executor.execute_concurrent_tasks([tiny(i) for i in range(1000)]) == list(range(1000))
-        assert len(threads_seen) <= 8
-        assert executor.stats().peak_workers <= 8
-    finally:
-        executor.shutdown()
+    assert executor.execute_concurrent_tasks([tiny(i) for i in range(1000)]) == list(range(1000))
+    assert len(threads_seen) <= 8
+    assert executor.stats().peak_workers <= 8
 
 
 @WATCHDOG
-def test_the_first_failure_is_raised_and_queued_tasks_are_cancelled() -> None:
-    executor = tasks.RustTaskExecutor(max_concurrency=1)
+def test_the_first_failure_is_raised_and_queued_tasks_are_cancelled(pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+    executor = pool(1)
     ran: list[int] = []
 
     def fails() -> None:
@@ -104,7 +112,6 @@ def test_the_first_failure_is_raised_and_queued_tasks_are_cancelled() -> None:
         assert len(ran) <= 2  # at most the one that had started; the queued ones never did
     finally:
         gate.set()
-        executor.shutdown()
 
 
 @WATCHDOG
@@ -133,16 +140,14 @@ def test_a_timeout_names_the_unfinished_tasks() -> None:
 
 
 @WATCHDOG
-def test_a_task_submitted_from_a_running_task_never_waits_behind_it() -> None:
-    executor = tasks.RustTaskExecutor(max_concurrency=1)
+def test_a_task_submitted_from_a_running_task_never_waits_behind_it(
+        pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+    executor = pool(1)
 
     def outer() -> int:
         return executor.submit(lambda: 41).result(timeout=30) + 1
 
-    try:
-        assert executor.execute_concurrent_tasks([outer]) == [42]
-    finally:
-        executor.shutdown()
+    assert executor.execute_concurrent_tasks([outer]) == [42]
 
 
 @WATCHDOG
@@ -382,7 +387,8 @@ def _os_threads() -> int:
 @WATCHDOG
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts OS threads through /proc")
 @pytest.mark.parametrize("backend", ["python", "rust"])
-def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.MonkeyPatch, backend: str,
+                                                         pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
     """Upstream starts a thread per async task (all 100 wait at once here); the
     fork's threads stay bounded by the pool (8 here), the flow threads of the
     executors it runs and crewai's own few."""
@@ -402,7 +408,7 @@ def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.Mo
                 all_started.wait(0.05)  # upstream's 100 threads all wait here together
             return self.answer
 
-    bounded = tasks.RustTaskExecutor(max_concurrency=8)
+    bounded = pool(8)
     monkeypatch.setattr(tasks, "_default_executor", bounded)
     llm = CountingLLM(model="counting")
     agents = [Agent(role=f"role {i}", goal="g", backstory="b", llm=llm, verbose=False) for i in range(100)]
@@ -410,17 +416,14 @@ def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.Mo
             for i in range(100)]
     work.append(Task(description="final", expected_output="x", agent=agents[0]))
     before = _os_threads()
-    try:
-        with every_component_forced(backend):  # type: ignore[arg-type]
-            output = Crew(agents=agents, tasks=work, verbose=False).kickoff()
-        assert len(output.tasks_output) == 101
-        if backend == "python":
-            assert max(seen) - before >= 100
-        else:
-            assert bounded.stats().peak_workers <= 8
-            assert max(seen) - before < 50
-    finally:
-        bounded.shutdown()
+    with every_component_forced(backend):  # type: ignore[arg-type]
+        output = Crew(agents=agents, tasks=work, verbose=False).kickoff()
+    assert len(output.tasks_output) == 101
+    if backend == "python":
+        assert max(seen) - before >= 100
+    else:
+        assert bounded.stats().peak_workers <= 8
+        assert max(seen) - before < 50
 
 
 @WATCHDOG

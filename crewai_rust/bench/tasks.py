@@ -188,13 +188,19 @@ def _tool_task(native: bool, backend: str, tools: int = 1) -> Callable[[], Any]:
     return run
 
 
-def _crew(tasks: int, agents: int) -> Any:
+def _crew(tasks: int, agents: int, llm: Any = None, async_execution: bool = False, final_task: bool = False) -> Any:
+    """A crew of ``tasks`` tasks over ``agents`` agents in turn, on ``llm``
+    (default: an instant one); with ``final_task``, one more sync task on the
+    first agent closes it."""
     from crewai import Agent, Crew, Task
 
-    llm = instant_llm()
+    llm = llm or instant_llm()
     members = [Agent(role=f"role {i}", goal="goal", backstory="backstory", llm=llm, verbose=False)
                for i in range(agents)]
-    work = [Task(description=f"step {i}", expected_output="done", agent=members[i % agents]) for i in range(tasks)]
+    work = [Task(description=f"step {i}", expected_output="done", agent=members[i % agents],
+                 async_execution=async_execution) for i in range(tasks)]
+    if final_task:
+        work.append(Task(description="final", expected_output="done", agent=members[0]))
     return Crew(agents=members, tasks=work, verbose=False)
 
 
@@ -411,16 +417,10 @@ def _os_threads() -> int:
 def _fanout(tasks: int, backend: str, peaks: list[int], async_execution: bool = True,
             llm_class: Callable[[], type] = _waiting_llm_class) -> Callable[[], Any]:
     def run() -> Any:
-        from crewai import Agent, Crew, Task
-
-        llm = llm_class()(model="waiting")
         with every_component_forced(backend):  # type: ignore[arg-type]
-            agents = [Agent(role=f"role {i}", goal="g", backstory="b", llm=llm, verbose=False) for i in range(tasks)]
-            work = [Task(description=f"async {i}", expected_output="x", agent=agents[i],
-                         async_execution=async_execution) for i in range(tasks)]
-            work.append(Task(description="final", expected_output="x", agent=agents[0]))
+            crew = _crew(tasks, tasks, llm_class()(model="waiting"), async_execution, final_task=True)
             _threads_seen.clear()
-            output = Crew(agents=agents, tasks=work, verbose=False).kickoff()
+            output = crew.kickoff()
             peaks.append(max(_threads_seen, default=0))
         return [t.raw for t in output.tasks_output]
 
