@@ -146,7 +146,7 @@ def _recursion_limit_at_least(depth: int) -> Iterator[None]:
 def _run_deep(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` on the deep-schema thread, with the recursion limit raised."""
     global _deep_executor
-    from crewai_rust.tasks import RustTaskExecutor
+    from crewai_rust.task_pool import RustTaskExecutor
 
     def deep() -> Any:
         with _recursion_limit_at_least(DEEP_RECURSION_LIMIT):
@@ -573,7 +573,7 @@ class RustToolExecutor:
 
     def __init__(self, *, max_recursion_depth: int | None = None, stack_size: int = DEFAULT_TOOL_STACK_BYTES,
                  timeout: float | None = None, max_concurrency: int | None = None) -> None:
-        from crewai_rust.tasks import RustTaskExecutor
+        from crewai_rust.task_pool import RustTaskExecutor
 
         if max_recursion_depth is not None and max_recursion_depth < 50:
             raise ValueError(f"max_recursion_depth must be at least 50, not {max_recursion_depth}")

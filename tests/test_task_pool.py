@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from crewai_rust import tasks
+from crewai_rust import task_pool
 from crewai_rust._backend import every_component_forced
 
 WATCHDOG = pytest.mark.timeout(120, method="thread")
@@ -35,12 +35,12 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def pool() -> Iterator[Callable[[int], tasks.RustTaskExecutor]]:
+def pool() -> Iterator[Callable[[int], task_pool.RustTaskExecutor]]:
     """Makes pools of a given bound; each is shut down after the test."""
-    made: list[tasks.RustTaskExecutor] = []
+    made: list[task_pool.RustTaskExecutor] = []
 
-    def make(max_concurrency: int) -> tasks.RustTaskExecutor:
-        made.append(tasks.RustTaskExecutor(max_concurrency=max_concurrency))
+    def make(max_concurrency: int) -> task_pool.RustTaskExecutor:
+        made.append(task_pool.RustTaskExecutor(max_concurrency=max_concurrency))
         return made[-1]
 
     yield make
@@ -49,7 +49,7 @@ def pool() -> Iterator[Callable[[int], tasks.RustTaskExecutor]]:
 
 
 @WATCHDOG
-def test_results_come_back_in_input_order_within_the_bound(pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+def test_results_come_back_in_input_order_within_the_bound(pool: Callable[[int], task_pool.RustTaskExecutor]) -> None:
     executor = pool(4)
     running, most = 0, 0
     lock = threading.Lock()
@@ -73,7 +73,7 @@ def test_results_come_back_in_input_order_within_the_bound(pool: Callable[[int],
 
 
 @WATCHDOG
-def test_a_thousand_tiny_tasks_do_not_make_a_thousand_threads(pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+def test_a_thousand_tiny_tasks_do_not_make_a_thousand_threads(pool: Callable[[int], task_pool.RustTaskExecutor]) -> None:
     executor = pool(8)
     threads_seen: set[int] = set()
 
@@ -86,7 +86,7 @@ def test_a_thousand_tiny_tasks_do_not_make_a_thousand_threads(pool: Callable[[in
 
 
 @WATCHDOG
-def test_the_first_failure_is_raised_and_queued_tasks_are_cancelled(pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+def test_the_first_failure_is_raised_and_queued_tasks_are_cancelled(pool: Callable[[int], task_pool.RustTaskExecutor]) -> None:
     executor = pool(1)
     ran: list[int] = []
 
@@ -122,11 +122,11 @@ def test_a_base_exception_resolves_its_future() -> None:
     def stops() -> None:
         raise Stop("stopped")
 
-    future = tasks.default_task_executor().submit(stops)
+    future = task_pool.default_task_executor().submit(stops)
     with pytest.raises(Stop, match="stopped"):
         future.result(timeout=30)
     with pytest.raises(Stop):
-        tasks.execute_concurrent_tasks([stops, lambda: 1])
+        task_pool.execute_concurrent_tasks([stops, lambda: 1])
 
 
 @WATCHDOG
@@ -134,14 +134,14 @@ def test_a_timeout_names_the_unfinished_tasks() -> None:
     release = threading.Event()
     try:
         with pytest.raises(TimeoutError, match="1 of 2 tasks had not finished after 0.2 seconds"):
-            tasks.execute_concurrent_tasks([lambda: 1, lambda: release.wait(30)], timeout=0.2)
+            task_pool.execute_concurrent_tasks([lambda: 1, lambda: release.wait(30)], timeout=0.2)
     finally:
         release.set()
 
 
 @WATCHDOG
 def test_a_task_submitted_from_a_running_task_never_waits_behind_it(
-        pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+        pool: Callable[[int], task_pool.RustTaskExecutor]) -> None:
     executor = pool(1)
 
     def outer() -> int:
@@ -160,14 +160,14 @@ def test_context_variables_reach_the_task_as_a_copy() -> None:
         seen.set("task")
         return value
 
-    assert tasks.execute_concurrent_tasks([read_and_change, read_and_change]) == ["caller", "caller"]
+    assert task_pool.execute_concurrent_tasks([read_and_change, read_and_change]) == ["caller", "caller"]
     assert seen.get() == "caller"
 
 
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="max_concurrency must be at least 1, not 0"):
-        tasks.RustTaskExecutor(max_concurrency=0)
-    executor = tasks.RustTaskExecutor(max_concurrency=1)
+        task_pool.RustTaskExecutor(max_concurrency=0)
+    executor = task_pool.RustTaskExecutor(max_concurrency=1)
     with pytest.raises(TypeError, match="a pooled job must be callable, not int"):
         executor._current_pool().submit(3)
     executor.shutdown()
@@ -177,25 +177,25 @@ def test_bad_arguments_are_named() -> None:
 
 def test_the_default_bound_reads_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREWAI_RUST_TASKS_MAX_CONCURRENCY", raising=False)
-    assert tasks.default_max_concurrency() == 64
+    assert task_pool.default_max_concurrency() == 64
     monkeypatch.setenv("CREWAI_RUST_TASKS_MAX_CONCURRENCY", "3")
-    assert tasks.default_max_concurrency() == 3
+    assert task_pool.default_max_concurrency() == 3
     for bad in ("0", "many"):
         monkeypatch.setenv("CREWAI_RUST_TASKS_MAX_CONCURRENCY", bad)
         with pytest.raises(ValueError, match="CREWAI_RUST_TASKS_MAX_CONCURRENCY must be a positive integer"):
-            tasks.default_max_concurrency()
+            task_pool.default_max_concurrency()
 
 
 def _pool_in_child(queue: Any) -> None:
     try:
-        queue.put(tasks.execute_concurrent_tasks([lambda: os.getpid(), lambda: 2]))
+        queue.put(task_pool.execute_concurrent_tasks([lambda: os.getpid(), lambda: 2]))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         queue.put(repr(exc))
 
 
 @WATCHDOG
 def test_a_forked_child_gets_a_pool_of_its_own() -> None:
-    assert tasks.execute_concurrent_tasks([lambda: 1]) == [1]  # the parent's pool exists now
+    assert task_pool.execute_concurrent_tasks([lambda: 1]) == [1]  # the parent's pool exists now
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_pool_in_child, args=(queue,))
@@ -388,7 +388,7 @@ def _os_threads() -> int:
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts OS threads through /proc")
 @pytest.mark.parametrize("backend", ["python", "rust"])
 def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.MonkeyPatch, backend: str,
-                                                         pool: Callable[[int], tasks.RustTaskExecutor]) -> None:
+                                                         pool: Callable[[int], task_pool.RustTaskExecutor]) -> None:
     """Upstream starts a thread per async task (all 100 wait at once here); the
     fork's threads stay bounded by the pool (8 here), the flow threads of the
     executors it runs and crewai's own few."""
@@ -409,7 +409,7 @@ def test_a_crews_hundred_async_tasks_stay_within_the_pool(monkeypatch: pytest.Mo
             return self.answer
 
     bounded = pool(8)
-    monkeypatch.setattr(tasks, "_default_executor", bounded)
+    monkeypatch.setattr(task_pool, "_default_executor", bounded)
     llm = CountingLLM(model="counting")
     agents = [Agent(role=f"role {i}", goal="g", backstory="b", llm=llm, verbose=False) for i in range(100)]
     work = [Task(description=f"async {i}", expected_output="x", agent=agents[i], async_execution=True)

@@ -446,7 +446,7 @@ def _sequential_cost(tasks: int, backend: str) -> float:
                       "fork. Under the row: each side against its ideal (its waits, in waves of its bound, "
                       "plus N+1 times its own per-task cost on the sequential path) and the most OS threads")
 def async_fanout_cases(quick: bool) -> Iterator[Case]:
-    from crewai_rust.tasks import default_max_concurrency
+    from crewai_rust.task_pool import default_max_concurrency
 
     bound = default_max_concurrency()
     with quiet_runtime():
