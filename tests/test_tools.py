@@ -455,6 +455,64 @@ def test_a_deeper_recursion_limit_for_tools_is_restored_after() -> None:
         tools.RustToolExecutor(max_recursion_depth=3)
 
 
+_RECURSING_TOOLS = """
+import json, re, sys
+from pydantic import BaseModel, field_validator
+from crewai.tools import BaseTool
+from crewai_rust import tools
+
+class Args(BaseModel):
+    a: int
+
+class Nested(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def deeper(cls, value):
+        Nested(n=value + 1)  # each level one more validation: about 1.9 KiB of native stack per limit level
+        return value
+
+def through_map(n):
+    return list(map(through_map, [n + 1]))
+
+def through_re(n):
+    return re.sub("a", lambda match: through_re(n + 1), "a")
+
+bodies = {"pydantic": lambda a: Nested(n=a), "map": through_map, "re": through_re}
+executor = tools.RustToolExecutor(max_recursion_depth=16_384, stack_size=64 * 1024 * 1024, timeout=120)
+for name, body in bodies.items():
+    tool = type(name, (BaseTool,), {"__module__": __name__,
+                                    "__annotations__": {"name": str, "description": str, "args_schema": type},
+                                    "name": name, "description": "recurses", "args_schema": Args,
+                                    "_run": lambda self, a, body=body: body(a)})()
+    executor.register(tool)
+    try:
+        executor.execute_tool(name, {"a": 0})
+    except tools.ToolExecutionError as error:
+        print(name, "recursed past the recursion limit" in str(error), flush=True)
+executor.shutdown()
+"""
+
+
+@WATCHDOG
+def test_recursing_to_max_recursion_depth_is_an_error_never_a_stack_overflow() -> None:
+    """At the deepest ``max_recursion_depth`` a stack allows, a tool recursing
+    through native code (pydantic validation, the heaviest measured; map; re)
+    still gets RecursionError: in a child process, where an overflow would
+    show as a signal."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OTEL_SDK_DISABLED": "true", "CREWAI_TRACING_ENABLED": "false"}
+    done = subprocess.run([sys.executable, "-P", "-c", _RECURSING_TOOLS], capture_output=True, text=True,
+                          timeout=240, env=env, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.split() == ["pydantic", "True", "map", "True", "re", "True"], done.stdout
+    with pytest.raises(ValueError, match="max_recursion_depth=16385 needs a stack_size of at least 65 MiB"):
+        tools.RustToolExecutor(max_recursion_depth=16_385, stack_size=64 * 1024 * 1024)
+
+
 def test_a_tool_whose_schema_is_too_deep_is_refused_at_registration(executor: tools.RustToolExecutor) -> None:
     with pytest.raises(tools.ToolSchemaError, match="tool 'too_deep': .*past 800 levels"):
         executor.register(_function_tool("too_deep", lambda **kw: 0, _deep_model(450)))
