@@ -174,7 +174,8 @@ class RustTaskExecutor:
 
     exit_wait: ClassVar[float] = 10.0
 
-    def __init__(self, max_concurrency: int | None = None, *, stack_size: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_concurrency: int | None = None, *, stack_size: int = 8 * 1024 * 1024,
+                 thread_name: str = "crewai-task") -> None:
         native = load_native()
         if native is None:
             raise RuntimeError("RustTaskExecutor needs crewai_rust's native module, which did not load")
@@ -182,6 +183,7 @@ class RustTaskExecutor:
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {self.max_concurrency}")
         self._stack_size = stack_size
+        self._thread_name = thread_name  # the OS name of its threads (py-spy, top), with a number
         self._lock = threading.Lock()
         self._pool: Any = None
         self._pool_pid = -1
@@ -198,7 +200,8 @@ class RustTaskExecutor:
                 # here and its lock may be held by one of them; dropping it would touch that lock.
                 if self._pool is not None:
                     _abandoned_pools.append(self._pool)
-                self._pool = load_native().TaskPool(self.max_concurrency, stack_size=self._stack_size)
+                self._pool = load_native().TaskPool(self.max_concurrency, stack_size=self._stack_size,
+                                                    name=self._thread_name)
                 self._pool_pid = pid
             return self._pool
 

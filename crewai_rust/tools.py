@@ -153,7 +153,7 @@ def _run_deep(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
     if _deep_executor is None:
-        _deep_executor = RustTaskExecutor(max_concurrency=1, stack_size=DEEP_STACK_BYTES)
+        _deep_executor = RustTaskExecutor(max_concurrency=1, stack_size=DEEP_STACK_BYTES, thread_name="crewai-schema")
     return _deep_executor.submit(deep).result()
 
 
@@ -594,7 +594,7 @@ class RustToolExecutor:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.max_recursion_depth = max_recursion_depth
         self.timeout = timeout
-        self._pool = RustTaskExecutor(max_concurrency, stack_size=stack_size)
+        self._pool = RustTaskExecutor(max_concurrency, stack_size=stack_size, thread_name="crewai-tool")
         self._tools: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -675,7 +675,7 @@ def test_an_awaited_sync_tool_runs_on_a_tool_thread_without_blocking_the_loop(ba
         result = asyncio.run(main())
     python_name, os_name = result.removeprefix("3 on ").split("/")
     if backend == "rust":
-        assert os_name.startswith("crewai-"), result
+        assert os_name.startswith("crewai-tool-"), result
     else:  # upstream: the loop's default executor
         assert python_name.startswith("asyncio_"), result
 
