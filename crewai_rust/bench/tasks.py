@@ -328,7 +328,31 @@ def _tool_cases(native: bool, quick: bool) -> Iterator[Case]:
         for tools in ((1,) if quick else (1, 30)):
             yield Case(f"{_TOOL_CALLS} calls, {tools} tool{'s' if tools > 1 else ''}",
                        counted(_tool_task(native, "python", tools)), counted(_tool_task(native, "rust", tools)),
-                       check, cpu_time=True, units_per_call=_TOOL_CALLS)
+                       check, cpu_time=True, units_per_call=_TOOL_CALLS,
+                       report=_tool_count_cost(native, tools) if tools > 1 else None)
+
+
+def _tool_count_cost(native: bool, tools: int, rounds: int = 15) -> Callable[[Any, Any], str]:
+    """The fork's call with ``tools`` tools against its 1-tool call, timed in
+    alternating rounds (the two rows above are timed minutes apart, so the
+    machine's drift would sit in their ratio)."""
+
+    def report(upstream: Any, rust: Any) -> str:
+        import gc
+        import statistics
+
+        sides = {1: _tool_task(native, "rust", 1), tools: _tool_task(native, "rust", tools)}
+        samples: dict[int, list[float]] = {count: [] for count in sides}
+        for _ in range(rounds):
+            for count, run in sides.items():
+                gc.collect()
+                start = time.process_time()
+                run()
+                samples[count].append(time.process_time() - start)
+        ratio = statistics.median(samples[tools]) / statistics.median(samples[1])
+        return f"fork: a call with {tools} tools costs {ratio:.2f}x a 1-tool call ({rounds} alternating rounds)"
+
+    return report
 
 
 @workload("tools.call_native", component="tools",
